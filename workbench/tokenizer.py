@@ -1,0 +1,128 @@
+"""WordPiece tokenizers: train one on a corpus, or load an existing one (builtin, local dir, hub)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
+from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
+
+from .builtin import resolve_pretrained
+from .errors import WorkbenchError
+
+__all__ = [
+    "SPECIAL_TOKENS",
+    "load_tokenizer",
+    "train_tokenizer",
+    "tokenizer_fingerprint",
+    "position_limit",
+]
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# BERT's learned position table has 512 rows; a tokenizer without a real limit gets this one.
+DEFAULT_POSITION_LIMIT = 512
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int = 8192,
+    lowercase: bool = True,
+    out_dir: str | Path | None = None,
+    min_frequency: int = 2,
+) -> PreTrainedTokenizerBase:
+    """Train a BERT WordPiece tokenizer on ``texts``; save it in Hugging Face format if ``out_dir``."""
+    if vocab_size < len(SPECIAL_TOKENS):
+        raise WorkbenchError(
+            f"vocab_size {vocab_size} is smaller than the {len(SPECIAL_TOKENS)} special tokens "
+            f"{' '.join(SPECIAL_TOKENS)}; use --vocab-size 8192 or so"
+        )
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    # Same normalisation as Google's BERT: clean control chars, split CJK, strip accents iff lower-casing.
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        continuing_subword_prefix="##",
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    # The trainer numbers tokens in hash-map order, which differs between runs. WordPiece only
+    # needs membership, so renumber canonically: the same corpus then gives the same ids (and
+    # the same dataset cache key) every time.
+    learned = sorted(t for t in tok.get_vocab() if t not in SPECIAL_TOKENS)
+    vocab = {t: i for i, t in enumerate([*SPECIAL_TOKENS, *learned])}
+    tok.model = models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    fast = BertTokenizerFast(
+        tokenizer_object=tok,
+        do_lower_case=lowercase,
+        model_max_length=DEFAULT_POSITION_LIMIT,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+    )
+    if out_dir is not None:
+        fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
+    """Load a tokenizer from `builtin:minilm`, a local directory, or a hub name (when online)."""
+    path = resolve_pretrained(spec)
+    local = Path(path)
+    if not local.exists() and spec.startswith(("/", "./", "../", "~")):
+        raise WorkbenchError(f"tokenizer path {spec!r} does not exist; pass a tokenizer dir, builtin:minilm or train")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # hub unreachable, not a tokenizer dir, corrupt files
+        where = "local dir" if local.exists() else "hub name (the hub needs a network)"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WorkbenchError(
+            f"could not load tokenizer {spec!r} as a {where}: {reason[:160]}; pass builtin:minilm, train, or a saved tokenizer dir"
+        ) from None
+    if not tokenizer.is_fast:
+        raise WorkbenchError(f"tokenizer {spec!r} has no fast (Rust) version; save it with tokenizers first")
+    missing = [t for t in ("cls_token", "sep_token", "mask_token", "pad_token") if getattr(tokenizer, t) is None]
+    if missing:
+        raise WorkbenchError(f"tokenizer {spec!r} lacks BERT special tokens ({', '.join(missing)}); use a BERT WordPiece tokenizer")
+    return tokenizer
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A stable hash of the vocabulary and normalisation, for cache keys."""
+    backend = json.loads(tokenizer.backend_tokenizer.to_str())
+    payload = json.dumps(
+        {"model": backend.get("model"), "normalizer": backend.get("normalizer"), "pre": backend.get("pre_tokenizer")},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def position_limit(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The longest sequence the tokenizer's model can take (transformers uses a huge sentinel for none)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if limit is None or limit > 100_000:
+        return DEFAULT_POSITION_LIMIT
+    return int(limit)
