@@ -9,24 +9,30 @@ TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+JS_PACKAGES := requirejs@2.3.6 d3@5.7.0 jquery@2.1.0
 
 .PHONY: venv demo test lint bench clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	@# bertviz's JavaScript (require.js, d3 5, jQuery 2) from the npm registry, for offline views.
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js/npm (apt-get install npm) for offline bertviz views"; exit 1; }
+	npm install --silent --no-save --no-package-lock --no-audit --no-fund --prefix $(VENV)/js $(JS_PACKAGES)
 	touch $(STAMP)
 
 demo: venv
 	$(BIN)/workbench demo
 
+# The unit tests and every notebook on its small defaults (nbval), in one pytest run.
 test: venv
-	$(BIN)/ruff check workbench tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check workbench tests benchmarks notebooks
+	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with notebooks/sanitize.cfg
 
 bench: venv
 	$(BIN)/python benchmarks/data_pipeline.py

@@ -33,12 +33,16 @@ __all__ = [
     "collect_attentions",
     "head_statistics",
     "compute_head_stats",
+    "notable_heads",
     "head_distances",
     "cluster_heads",
     "mds_embedding",
     "silence_heads",
     "head_importance",
     "mlm_loss_metric",
+    "representation_shift_metric",
+    "load_ablation_model",
+    "ablation_batches",
     "sample_segments",
 ]
 
@@ -243,6 +247,18 @@ def compute_head_stats(
 # ----------------------------------------------------------------------------- head clusters
 
 
+def notable_heads(stats: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    """Heads with > threshold attention on [CLS] or [SEP], or argmax at the previous/next token."""
+    rows = []
+    for column, what in (("attn_cls", "attends to [CLS]"), ("attn_sep", "attends to [SEP]"),
+                         ("argmax_prev", "argmax is the previous token"),
+                         ("argmax_next", "argmax is the next token")):
+        for _, r in stats[stats[column] > threshold].iterrows():
+            rows.append({"layer": int(r["layer"]), "head": int(r["head"]), "pattern": what,
+                         "value": round(float(r[column]), 3)})
+    return pd.DataFrame(rows, columns=["layer", "head", "pattern", "value"])
+
+
 def head_distances(examples: Iterable[Any]) -> np.ndarray:
     """(L*H, L*H) mean Jensen-Shannon divergence (nats, max ln 2) between heads' attention rows."""
     # Like Clark et al. we use the JS divergence itself (not its square root) with natural logs,
@@ -402,6 +418,69 @@ def head_importance(
             with silence_heads(model, [(layer, h)]):
                 out[layer, h] = float(metric_fn(model, batches)) - base
     return out
+
+
+def load_ablation_model(spec: str, device: str | None = None) -> tuple[Any, Any, bool]:
+    """A checkpoint as BertForMaskedLM for ablation, its tokenizer, and whether it has a trained MLM head."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    path = resolve_pretrained(spec)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the missing-head load report is expected; we return has_head
+    try:
+        # sdpa: ablation hooks sit after attention, so the fast kernel can stay on.
+        model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise WorkbenchError(f"cannot load model {spec!r} ({reason}); pass a checkpoint dir or builtin:minilm") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    # An encoder-only checkpoint (builtin:minilm) gets a freshly initialised MLM head: its loss
+    # would measure noise, so callers fall back to representation_shift_metric.
+    has_head = not any(k.startswith("cls.") for k in info["missing_keys"])
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), tokenizer, has_head
+
+
+def ablation_batches(tokenizer: Any, segments: Sequence[Segment], masking: Any, seed: int = 0,
+                     batch_size: int = 16, max_length: int = 128) -> list[dict]:
+    """Masked batches (with `labels`) of the segments, masked as in training with a fixed seed."""
+    from .masking import PretrainingCollator
+
+    collate = PretrainingCollator(tokenizer, masking, seed=seed)
+    encoded = [tokenizer(*(s if isinstance(s, tuple) else (s,)), truncation=True, max_length=max_length)
+               for s in segments]
+    examples = [{"input_ids": e["input_ids"], "token_type_ids": e["token_type_ids"]} for e in encoded]
+    return [collate(examples[i:i + batch_size]) for i in range(0, len(examples), batch_size)]
+
+
+def representation_shift_metric(model: Any, batches: Sequence[dict]) -> Callable[[Any, Any], float]:
+    """A metric for head_importance: mean cosine distance of last hidden states from the intact model's."""
+
+    @torch.no_grad()
+    def hidden(m: Any, bs: Sequence[dict]) -> list[torch.Tensor]:
+        m.eval()
+        device = next(m.parameters()).device
+        outs = []
+        for b in bs:
+            out = m(**{k: b[k].to(device) for k in _MODEL_INPUTS if k in b}, output_hidden_states=True)
+            outs.append(out.hidden_states[-1].float())  # (B, T, hidden)
+        return outs
+
+    reference = hidden(model, batches)
+
+    def metric(m: Any, bs: Sequence[dict]) -> float:
+        total, count = 0.0, 0
+        for ref, h, b in zip(reference, hidden(m, bs), bs, strict=True):
+            mask = b["attention_mask"].to(h.device).bool()  # (B, T): real tokens only
+            cos = torch.nn.functional.cosine_similarity(ref, h, dim=-1)[mask]
+            total += float((1 - cos).sum())
+            count += int(mask.sum())
+        return total / max(count, 1)
+
+    return metric
 
 
 # ----------------------------------------------------------------------------- segments

@@ -26,9 +26,18 @@ def minilm_path() -> Path:
 
 
 def resolve_pretrained(spec: str) -> str:
-    """Map `builtin:minilm` to its directory; pass local dirs and hub names through unchanged."""
+    """Map `builtin:minilm` to its dir and a pretraining run dir to its newest checkpoint.
+
+    Other local dirs and hub names pass through unchanged.
+    """
     if spec == MINILM:
         return str(minilm_path())
     if spec.startswith("builtin:"):
         raise WorkbenchError(f"unknown builtin model {spec!r}; the builtin model is {MINILM}")
+    path = Path(spec).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        from .checkpoint import latest_checkpoint  # lazy: torch is not needed to resolve names
+
+        newest = latest_checkpoint(path)
+        return str(newest) if newest is not None else spec  # e.g. a tokenizer-only dir
     return spec

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import DataConfig, config_fields, config_from_dict
+from .config import (
+    AttentionConfig,
+    DataConfig,
+    MaskingConfig,
+    TrainConfig,
+    config_fields,
+    config_from_dict,
+)
 from .errors import WorkbenchError
 
 __all__ = ["main", "build_parser", "add_config_args", "format_table"]
@@ -66,16 +72,54 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .pretraining_data import prepare_dataset
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from .train import pretrain
 
-    out = Path(args.out)
-    data = prepare_dataset(DataConfig(), out_dir=out / "data")
-    print(format_table(data.stats, "builtin:wikipedia, NSP, builtin:minilm tokenizer"))
-    (out / "stats.json").parent.mkdir(parents=True, exist_ok=True)
-    (out / "stats.json").write_text(json.dumps(data.stats, indent=2) + "\n")
-    print(f"statistics: {out / 'stats.json'}")
+    result = pretrain(_config(TrainConfig, args), _config(MaskingConfig, args))
+    if result.is_main_process:
+        shown = {k: v for k, v in result.eval.items() if v is not None and k != "checkpoint"}
+        print(format_table(shown, f"pretrained {result.out}"))
+        print(f"checkpoint: {result.checkpoint}")
     return 0
+
+
+def _cmd_heads(args: argparse.Namespace) -> int:
+    from . import attention
+    from .data import iter_documents
+
+    cfg = _config(AttentionConfig, args)
+    model, tokenizer = attention.load_attention_model(cfg.model)
+    documents = list(iter_documents(cfg.corpus))
+    segments = attention.sample_segments(documents, cfg.segments, tokenizer, cfg.max_seq_length, cfg.seed)
+    stats = attention.head_statistics(
+        attention.collect_attentions(model, tokenizer, segments, max_length=cfg.max_seq_length)
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    tmp = args.out / ".head_stats.csv.tmp"
+    stats.to_csv(tmp, index=False, float_format="%.5f")
+    tmp.replace(args.out / "head_stats.csv")
+    notable = attention.notable_heads(stats)
+    print(f"{cfg.model}: {len(stats)} heads over {len(segments)} segments of {cfg.corpus}")
+    print(notable.to_string(index=False) if len(notable) else "no head passes 0.5 on [CLS]/[SEP]/prev/next")
+    print(f"head statistics: {args.out / 'head_stats.csv'}")
+    return 0
+
+
+# The demo is the notebook sequence on its defaults, with a longer pretraining than nbval's
+# quick one so the checkpoint that 03 and 04 analyse has learned something (~20 min on 2 cores).
+DEMO_PARAMS = {"max_steps": 300, "eval_every": 100}
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .report import run_report
+
+    result = run_report(DEMO_PARAMS, notebooks_dir=NOTEBOOKS_DIR, out_root=args.out,
+                        progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if result.error:
+        print(f"error: {result.error}", file=sys.stderr)
+    print(f"report: {result.index}")
+    return 0 if result.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,8 +132,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, DataConfig)
     p.set_defaults(func=_cmd_prepare)
 
-    p = sub.add_parser("demo", help="Run the main job on the embedded defaults.")
-    p.add_argument("--out", default="reports/demo", help="Where the demo writes its outputs.")
+    p = sub.add_parser(
+        "pretrain",
+        help="Pretrain a BERT (MLM + NSP/SOP) on a prepared dataset; works under `accelerate launch`.",
+    )
+    add_config_args(p, TrainConfig)
+    add_config_args(p, MaskingConfig)
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("heads", help="Per-head attention statistics (Clark et al. 2019) of a checkpoint over corpus segments.")
+    p.add_argument("--out", type=Path, required=True, help="Dir for head_stats.csv (one row per layer, head).")
+    add_config_args(p, AttentionConfig)
+    p.set_defaults(func=_cmd_heads)
+
+    from .finetune import register_cli as register_finetune
+    from .report import register_cli as register_report
+
+    register_finetune(sub)  # `finetune`
+    register_report(sub)  # `report` and `sweep`
+
+    p = sub.add_parser("demo", help="Run the whole notebook sequence on the builtin defaults into an HTML report.")
+    p.add_argument("--out", default="reports", help="Reports root; the run goes to OUT/<run-id>/.")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -18,13 +18,22 @@ from .errors import WorkbenchError
 __all__ = [
     "DataConfig",
     "MaskingConfig",
+    "TrainConfig",
+    "AttentionConfig",
+    "FinetuneConfig",
     "OBJECTIVES",
+    "PRECISIONS",
+    "PRESET_NAMES",
+    "SCHEDULES",
     "config_from_dict",
     "config_fields",
     "coerce_value",
 ]
 
 OBJECTIVES = ("nsp", "sop", "mlm")
+PRECISIONS = ("auto", "bf16", "fp32")
+SCHEDULES = ("linear", "one_cycle")
+PRESET_NAMES = ("tiny", "mini", "small", "medium", "base")  # sizes in workbench.model.PRESETS
 C = TypeVar("C")
 
 
@@ -116,6 +125,156 @@ class MaskingConfig:
     def keep_prob(self) -> float:
         """Of the chosen tokens, the fraction left unchanged."""
         return max(0.0, 1.0 - self.mask_token_prob - self.random_token_prob)
+
+
+@dataclass
+class TrainConfig:
+    """A pretraining run: data, model, optimisation, evaluation and checkpoints."""
+
+    data: str = _help("Prepared dataset dir (`workbench prepare --out DIR`); empty: prepare the builtin Wikipedia default.", "")
+    out: str = _help("Run dir for checkpoints, metrics.jsonl and eval.json.", "runs/pretrain")
+    objective: str = _help("Sentence objective: `auto` (the data's), `nsp`, `sop` or `mlm`; must match the data.", "auto")
+    preset: str = _help("Model size (Turc et al. 2019): tiny, mini, small, medium or base.", "mini")
+    init: str = _help("Start from a checkpoint (dir, hub name or builtin:minilm) instead of from scratch; its size replaces --preset.", "")
+    dropout: float = _help("Hidden and attention dropout; 0 as in Cramming (short runs underfit, and dropout slows a CPU step by about a sixth).", 0.0)
+    max_steps: int = _help("Optimizer steps.", 600)
+    batch_size: int = _help("Examples per process per micro-step; global batch = batch_size x processes x grad_accum.", 32)
+    grad_accum: int = _help("Micro-steps accumulated per optimizer step.", 1)
+    lr: float = _help("Peak learning rate (1e-3 suits tiny/mini/small; ~1e-4 for base or --init).", 1e-3)
+    weight_decay: float = _help("AdamW weight decay (not on biases and LayerNorm).", 0.01)
+    adam_beta1: float = _help("AdamW beta1.", 0.9)
+    adam_beta2: float = _help("AdamW beta2 (0.98 as RoBERTa: steadier at high learning rates).", 0.98)
+    adam_eps: float = _help("AdamW epsilon.", 1e-6)
+    schedule: str = _help("LR schedule: `linear` (warm-up then linear decay to 0) or `one_cycle` (cosine up, cosine down).", "linear")
+    warmup_fraction: float = _help("Fraction of max_steps spent warming up.", 0.1)
+    max_grad_norm: float = _help("Clip the gradient norm to this (0 = no clipping).", 1.0)
+    precision: str = _help("`auto` (bf16 on CUDA with bf16 or a CPU with AVX512-BF16/AMX, else fp32), `bf16` or `fp32`.", "auto")
+    compile: bool = _help("torch.compile the encoder (minutes of compile time; pays off on long GPU runs).", False)
+    seed: int = _help("Seed of initialisation, data order and masks.", 42)
+    eval_every: int = _help("Evaluate on the validation split every this many steps (0 = at the end only).", 200)
+    eval_batch_size: int = _help("Examples per evaluation batch.", 64)
+    save_every: int = _help("Checkpoint every this many steps (0 = at the end only).", 200)
+    keep_checkpoints: int = _help("Keep the last this many checkpoints.", 2)
+    log_every: int = _help("Append training metrics to metrics.jsonl and call callbacks every this many steps.", 1)
+    progress: bool = _help("Show a progress bar.", True)
+    resume: bool = _help("Continue the run in --out from its last checkpoint (the config must match).", False)
+    overwrite: bool = _help("Start over in an --out that holds a previous run or other files (other files are kept).", False)
+
+    def __post_init__(self) -> None:
+        _check(self.objective in ("auto", *OBJECTIVES), f"objective {self.objective!r} is not one of auto, {', '.join(OBJECTIVES)}; pass --objective auto to use the data's")
+        _check(bool(self.out), "out is empty; pass --out DIR for checkpoints and metrics")
+        _check(self.preset in PRESET_NAMES, f"preset {self.preset!r} is not one of {', '.join(PRESET_NAMES)}")
+        _check(self.dropout >= 0.0 and self.dropout < 1.0, f"dropout {self.dropout} must be in [0, 1); BERT uses 0.1")
+        _check(self.max_steps >= 1, f"max_steps {self.max_steps} must be 1 or more")
+        _check(self.batch_size >= 1, f"batch_size {self.batch_size} must be 1 or more")
+        _check(self.grad_accum >= 1, f"grad_accum {self.grad_accum} must be 1 or more")
+        _check(self.lr > 0.0, f"lr {self.lr} must be positive; e.g. 1e-3")
+        _check(self.weight_decay >= 0.0, f"weight_decay {self.weight_decay} must be 0 or more")
+        _check(0.0 <= self.adam_beta1 < 1.0 and 0.0 <= self.adam_beta2 < 1.0, f"adam betas ({self.adam_beta1}, {self.adam_beta2}) must be in [0, 1)")
+        _check(self.adam_eps > 0.0, f"adam_eps {self.adam_eps} must be positive")
+        _check(self.schedule in SCHEDULES, f"schedule {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        _check(0.0 <= self.warmup_fraction < 1.0, f"warmup_fraction {self.warmup_fraction} must be in [0, 1)")
+        _check(self.max_grad_norm >= 0.0, f"max_grad_norm {self.max_grad_norm} must be 0 (off) or more")
+        _check(self.precision in PRECISIONS, f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        _check(self.eval_every >= 0 and self.save_every >= 0, "eval_every and save_every must be 0 (at the end only) or more")
+        _check(self.eval_batch_size >= 1, f"eval_batch_size {self.eval_batch_size} must be 1 or more")
+        _check(self.keep_checkpoints >= 1, f"keep_checkpoints {self.keep_checkpoints} must be 1 or more")
+        _check(self.log_every >= 1, f"log_every {self.log_every} must be 1 or more")
+        _check(not (self.resume and self.overwrite), "--resume and --overwrite contradict each other; pass one")
+
+
+@dataclass
+class AttentionConfig:
+    """Attention analysis of one checkpoint (notebook 03 and `workbench heads`)."""
+
+    model: str = _help("Checkpoint dir, hub name or builtin:minilm.", "builtin:minilm")
+    corpus: str = _help("Corpus the segments are sampled from (as DataConfig.corpus).", "builtin:wikipedia")
+    segments: int = _help("Corpus segments for the per-head statistics (Clark et al. used 1000).", 48)
+    ablation_segments: int = _help("Segments for head ablation; each head costs one pass over them.", 4)
+    max_seq_length: int = _help("Tokens per segment.", 128)
+    n_clusters: int = _help("Head clusters (Jensen-Shannon distance, average linkage).", 6)
+    seed: int = _help("Seed of the segment sample and the ablation masks.", 0)
+    sentence: str = _help("Sentence A for the bertviz views.", "The cat sat on the mat because it was warm.")
+    sentence_b: str = _help("Sentence B for the bertviz views (empty: a single sentence).", "It did not want to move for the rest of the day.")
+    layer: int = _help("Layer shown first in the head view and the attention map.", 2)
+    head: int = _help("Head shown in the attention map.", 0)
+
+    def __post_init__(self) -> None:
+        _check(self.segments >= 1, f"segments {self.segments} must be 1 or more")
+        _check(self.ablation_segments >= 1, f"ablation_segments {self.ablation_segments} must be 1 or more")
+        _check(8 <= self.max_seq_length <= 512, f"max_seq_length {self.max_seq_length} must be in [8, 512]")
+        _check(self.n_clusters >= 1, f"n_clusters {self.n_clusters} must be 1 or more")
+        _check(bool(self.sentence.strip()), "sentence is empty; pass a sentence for the bertviz views")
+        _check(self.layer >= 0 and self.head >= 0, f"layer {self.layer} and head {self.head} must be 0 or more")
+
+
+@dataclass
+class FinetuneConfig:
+    """A fine-tuning run: classify single sentences or sentence pairs (`workbench finetune`)."""
+
+    model: str = _help(
+        "Checkpoint: a workbench run dir or checkpoint, builtin:minilm, a local dir or a hub name; "
+        "`random:<checkpoint>` for random weights of that checkpoint's shape.",
+        "builtin:minilm",
+    )
+    init: str = _help("`pretrained` (the checkpoint's weights) or `random` (its shape only, for baselines).", "pretrained")
+    tokenizer: str = _help("Tokenizer (empty: the checkpoint's own).", "")
+    task: str = _help(
+        "Labelled data: builtin:rt-polarity, a .tsv/.csv/.jsonl/.parquet file, a dir of train/validation/test "
+        "files, or a hub name (glue/sst2, ag_news) when online.",
+        "builtin:rt-polarity",
+    )
+    text_column: str = _help("Text column (empty: the first of sentence, text, sentence1, text_a, question, premise).", "")
+    text_pair_column: str = _help("Second text of a pair (empty: sentence2/text_b/question2/hypothesis if present; `none`: single sentences).", "")
+    label_column: str = _help("Label column (integers or class names).", "label")
+    out: str = _help("Dir for results.json and predictions.tsv (empty: write nothing).", "runs/finetune")
+    train_size: int = _help("Train on a stratified, seeded sample of this many examples (0 = all), for learning curves.", 0)
+    validation_fraction: float = _help("Share held out for validation when the data has no validation split.", 0.1)
+    test_fraction: float = _help("Share held out for testing when the data is a single split.", 0.2)
+    max_validation: int = _help("Validate (early stopping) on a stratified sample of at most this many examples (0 = all).", 1000)
+    split_seed: int = _help("Seed of the held-out splits: keep it fixed to compare runs on the same test set.", 0)
+    max_length: int = _help("Tokens per example, [CLS] and [SEP]s included; longer texts are truncated and counted.", 128)
+    epochs: float = _help("Passes over the training examples (but at least --min-steps steps).", 3.0)
+    min_steps: int = _help("At least this many optimizer steps, so small training sets still converge.", 50)
+    max_steps: int = _help("Optimizer steps (0 = from --epochs and --min-steps).", 0)
+    batch_size: int = _help("Examples per process per step.", 32)
+    lr: float = _help("Peak learning rate (small BERTs: 1e-4; base: 2e-5 to 5e-5).", 1e-4)
+    weight_decay: float = _help("AdamW weight decay (not on biases and LayerNorm).", 0.01)
+    warmup_fraction: float = _help("Fraction of the steps spent warming up; then linear decay to 0.", 0.1)
+    max_grad_norm: float = _help("Clip the gradient norm to this (0 = no clipping).", 1.0)
+    dropout: float = _help("Hidden, attention and classifier dropout.", 0.1)
+    eval_every: int = _help("Validate every this many steps (0 = ten times per run).", 0)
+    patience: int = _help("Stop after this many validations without a better accuracy, keeping the best weights (0 = never).", 3)
+    eval_batch_size: int = _help("Examples per evaluation batch (sorted by length).", 128)
+    group_by_length: bool = _help("Batch training examples of similar length (less padding: faster on CPU).", True)
+    precision: str = _help("`auto` (bf16 on CUDA with bf16 or a CPU with AVX512-BF16/AMX, else fp32), `bf16` or `fp32`.", "auto")
+    compile: bool = _help("torch.compile the encoder (minutes of compile time; pays off on long GPU runs).", False)
+    seed: int = _help("Seed of the classifier initialisation, the data order and the --train-size sample.", 0)
+    save_model: bool = _help("Also save the fine-tuned model and tokenizer to OUT/model.", False)
+    log_every: int = _help("Call callbacks with training metrics every this many steps.", 1)
+    progress: bool = _help("Show a progress bar.", True)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "model is empty; pass --model builtin:minilm or a checkpoint dir")
+        _check(bool(self.task), "task is empty; pass --task builtin:rt-polarity, a data file or dir")
+        _check(self.init in ("pretrained", "random"), f"init {self.init!r} is not pretrained or random; pass --init random for a random baseline")
+        _check(bool(self.label_column), "label_column is empty; pass --label-column NAME")
+        _check(self.train_size >= 0, f"train_size {self.train_size} must be 0 (all) or more")
+        _check(0.0 < self.validation_fraction < 0.5, f"validation_fraction {self.validation_fraction} must be in (0, 0.5)")
+        _check(0.0 < self.test_fraction < 0.5, f"test_fraction {self.test_fraction} must be in (0, 0.5)")
+        _check(self.max_validation >= 0, f"max_validation {self.max_validation} must be 0 (all) or more")
+        _check(8 <= self.max_length <= 4096, f"max_length {self.max_length} must be in [8, 4096] (BERT has 512 positions)")
+        _check(self.epochs > 0.0, f"epochs {self.epochs} must be positive")
+        _check(self.min_steps >= 0 and self.max_steps >= 0, "min_steps and max_steps must be 0 or more")
+        _check(self.batch_size >= 1 and self.eval_batch_size >= 1, "batch_size and eval_batch_size must be 1 or more")
+        _check(self.lr > 0.0, f"lr {self.lr} must be positive; e.g. 1e-4")
+        _check(self.weight_decay >= 0.0, f"weight_decay {self.weight_decay} must be 0 or more")
+        _check(0.0 <= self.warmup_fraction < 1.0, f"warmup_fraction {self.warmup_fraction} must be in [0, 1)")
+        _check(self.max_grad_norm >= 0.0, f"max_grad_norm {self.max_grad_norm} must be 0 (off) or more")
+        _check(0.0 <= self.dropout < 1.0, f"dropout {self.dropout} must be in [0, 1); BERT uses 0.1")
+        _check(self.eval_every >= 0 and self.patience >= 0, "eval_every and patience must be 0 or more")
+        _check(self.precision in PRECISIONS, f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        _check(self.log_every >= 1, f"log_every {self.log_every} must be 1 or more")
 
 
 def config_fields(cls: type) -> dict[str, dataclasses.Field]:

@@ -29,6 +29,7 @@ __all__ = [
     "confusion_matrix",
     "learning_curve",
     "head_clusters",
+    "length_histograms",
 ]
 
 DEFAULT_STAT_COLUMNS = (
@@ -299,4 +300,21 @@ def head_clusters(
             )
         )
     fig.update_layout(title=_escape(title), xaxis_title="MDS 1", yaxis_title="MDS 2")
+    return fig
+
+
+def length_histograms(summary: Any) -> go.Figure:
+    """Histograms of sentences per document, tokens per sentence and tokens per example."""
+    panels = [
+        ("sentences per document", summary.sentences_per_document),
+        ("tokens per sentence", summary.tokens_per_sentence),
+        ("tokens per example", summary.tokens_per_example),
+    ]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[name for name, _ in panels])
+    for col, (name, values) in enumerate(panels, start=1):
+        fig.add_trace(go.Histogram(x=np.asarray(values), name=name, showlegend=False,
+                                   marker_color=_PALETTE[col - 1]), row=1, col=col)
+        fig.update_xaxes(title_text=name, row=1, col=col)
+    fig.update_yaxes(title_text="count", row=1, col=1)
+    fig.update_layout(height=330, margin=dict(t=40, b=40), bargap=0.05)
     return fig

@@ -1,0 +1,295 @@
+"""Pretraining throughput: workbench's loop against the Hugging Face Trainer baseline.
+
+The baseline is ``BertForPreTraining`` (full-vocabulary MLM head on every position) with
+``DataCollatorForLanguageModeling`` plus a small wrapper adding ``next_sentence_label``, run by
+``Trainer``. Workbench runs the same preset, data, batch, optimiser and schedule with its sparse
+MLM head. Both use bf16 autocast where the hardware has it (``--precision``). The runs are
+interleaved in one process: the Trainer's step callback hands over every ``--segment`` steps
+to a workbench segment and to a "compute limit" segment (workbench's pure model step repeated on
+one fixed batch: forward, backward, clip, AdamW), so drift in machine load hits all three alike.
+The first segment of each is warm-up and not timed; tokens/s are medians over segments, and
+the ratio and overhead are medians of within-round ratios, robust to other jobs' load bursts. Held-out losses after equal steps use the
+same validation pairs and masks for both models.
+
+    python benchmarks/pretrain_throughput.py            # mini, seq 128, batch 32, 30 steps
+    python benchmarks/pretrain_throughput.py --steps 60 --segment 10 --out /tmp/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+from transformers import (
+    BertForPreTraining,
+    DataCollatorForLanguageModeling,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from workbench.config import DataConfig, MaskingConfig, TrainConfig
+from workbench.masking import PretrainingCollator
+from workbench.model import preset_config, pretraining_loss
+from workbench.pretraining_data import load_prepared, prepare_dataset
+from workbench.train import Pretrainer, lr_multiplier, resolve_precision
+
+__all__ = ["NSPCollator", "heldout_loss", "main", "run_benchmark"]
+
+DEFAULT_OUT = Path(__file__).parent / "results" / "pretrain_throughput.json"
+
+
+class NSPCollator:
+    """DataCollatorForLanguageModeling plus next_sentence_label; records each batch's tokens."""
+
+    def __init__(self, tokenizer: Any, mask_rate: float) -> None:
+        self.mlm = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mask_rate, pad_to_multiple_of=8)
+        self.tokens: deque[int] = deque()  # per collated batch, consumed in order by the timer
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        labels = torch.tensor([e["next_sentence_label"] for e in examples], dtype=torch.long)
+        batch = self.mlm([{k: v for k, v in e.items() if k != "next_sentence_label"} for e in examples])
+        batch["next_sentence_label"] = labels
+        self.tokens.append(int(batch["attention_mask"].sum()))
+        return batch
+
+
+class MemorySampler:
+    """Peak RSS (and CUDA memory) per phase, sampled by a background thread."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.phase, self.peak_rss, self.peak_cuda = "setup", {}, {}
+        self.proc, self.interval = psutil.Process(), interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            rss = self.proc.memory_info().rss
+            self.peak_rss[self.phase] = max(self.peak_rss.get(self.phase, 0), rss)
+
+    def enter(self, phase: str) -> None:
+        """Attribute samples from now on to ``phase``."""
+        if torch.cuda.is_available():
+            old = self.phase
+            self.peak_cuda[old] = max(self.peak_cuda.get(old, 0), torch.cuda.max_memory_allocated())
+            torch.cuda.reset_peak_memory_stats()
+        self.phase = phase
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        self.enter("done")
+        self._stop.set()
+        self._thread.join()
+
+
+@torch.no_grad()
+def heldout_loss(model: BertForPreTraining, dataset: Any, tokenizer: Any, masking: MaskingConfig,
+                 precision: str, device: torch.device, batch_size: int = 64) -> dict[str, float]:
+    """MLM loss, NSP loss and MLM accuracy on ``dataset`` with fixed masks (the same for any model)."""
+    collator = PretrainingCollator(tokenizer, masking, seed=2024)
+    model.eval()
+    sums = torch.zeros(5, dtype=torch.float64)
+    cast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    for start in range(0, len(dataset), batch_size):
+        batch = collator(dataset.__getitems__(list(range(start, min(start + batch_size, len(dataset))))))
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with cast:
+            out = pretraining_loss(model, **batch)
+        sums += torch.stack([out.mlm_loss_sum, out.mlm_count, out.mlm_correct, out.nsp_loss_sum,
+                             out.nsp_count]).double().cpu()
+    model.train()
+    mlm_sum, mlm_n, mlm_ok, nsp_sum, nsp_n = sums.tolist()
+    return {"mlm_loss": mlm_sum / mlm_n, "nsp_loss": nsp_sum / max(nsp_n, 1),
+            "loss": mlm_sum / mlm_n + nsp_sum / max(nsp_n, 1), "mlm_accuracy": mlm_ok / mlm_n}
+
+
+class _Interleave(TrainerCallback):
+    """Runs a workbench segment and a compute-limit segment after every ``segment`` Trainer steps."""
+
+    def __init__(self, bench: dict[str, Any]) -> None:
+        self.b = bench
+        self.resumed = time.perf_counter()
+        self.train_losses: list[tuple[int, float]] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102 - Trainer hook
+        if logs and "loss" in logs:
+            self.train_losses.append((state.global_step, float(logs["loss"])))
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: D102 - Trainer hook
+        b, seg = self.b, self.b["segment"]
+        if state.global_step % seg:
+            return
+        now = time.perf_counter()
+        tokens = sum(b["collator"].tokens.popleft() for _ in range(seg))
+        b["times"]["baseline"].append((now - self.resumed, tokens))
+        wb, ref, mem = b["workbench"], b["reference"], b["memory"]
+        mem.enter("workbench")
+        start, tokens_before = time.perf_counter(), wb.tokens
+        wb.train(until=wb.step + seg)
+        b["times"]["workbench"].append((time.perf_counter() - start, wb.tokens - tokens_before))
+        mem.enter("compute_limit")
+        start = time.perf_counter()
+        for _ in range(seg):
+            ref.train_step(b["fixed_batch"])
+        b["times"]["compute_limit"].append((time.perf_counter() - start, seg * b["fixed_tokens"]))
+        mem.enter("baseline")
+        self.resumed = time.perf_counter()
+
+
+def _rates(samples: list[tuple[float, int]]) -> list[float]:
+    return [tokens / seconds for seconds, tokens in samples[1:]]  # the first segment is warm-up
+
+
+def run_benchmark(preset: str = "mini", batch_size: int = 32, steps: int = 30, segment: int = 3,
+                  precision: str = "auto", lr: float = 1e-3, data_dir: str | None = None,
+                  seed: int = 42) -> dict[str, Any]:
+    """Interleave the three runs and return the measurements."""
+    if steps % segment or steps // segment < 2:
+        raise SystemExit(f"--steps {steps} must be a multiple of --segment {segment}, at least twice it")
+    memory = MemorySampler()
+    data = load_prepared(data_dir) if data_dir else prepare_dataset(DataConfig())
+    tokenizer, masking = data.tokenizer, MaskingConfig(mask_rate=0.15)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = resolve_precision(precision, device)
+    columns = ["input_ids", "token_type_ids", "next_sentence_label"]
+    train_set = data.dataset["train"].select_columns(columns)
+    warmup = int(round(0.1 * steps))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+
+    # Baseline first: its Accelerator fixes accelerate's process-wide mixed precision (bf16).
+    torch.manual_seed(seed)
+    config = preset_config(preset, len(tokenizer), int(tokenizer.pad_token_id), dropout=0.0)
+    baseline_model = BertForPreTraining(config)
+    collator = NSPCollator(tokenizer, masking.mask_rate)
+    args = TrainingArguments(
+        output_dir=str(tmp / "trainer"), per_device_train_batch_size=batch_size, max_steps=steps,
+        learning_rate=lr, warmup_steps=warmup, lr_scheduler_type="linear", weight_decay=0.01,
+        adam_beta1=0.9, adam_beta2=0.98, adam_epsilon=1e-6, max_grad_norm=1.0,
+        bf16=resolved == "bf16", use_cpu=device.type == "cpu", logging_steps=segment,
+        save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+        seed=seed, remove_unused_columns=False,
+    )
+    # The same AdamW groups and LR schedule as workbench's, so "loss after equal steps" compares
+    # the training loops, not two warm-up conventions.
+    decay = [p for n, p in baseline_model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
+    no_decay = [p for n, p in baseline_model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=lr, betas=(0.9, 0.98), eps=1e-6, fused=True if device.type == "cuda" else None)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, steps, warmup, "linear"))
+    trainer = Trainer(model=baseline_model, args=args, train_dataset=train_set, data_collator=collator,
+                      optimizers=(optimizer, scheduler))
+
+    def workbench(out: str) -> Pretrainer:
+        cfg = TrainConfig(out=out, preset=preset, max_steps=steps, batch_size=batch_size, lr=lr,
+                          precision=resolved, eval_every=0, save_every=0, progress=False, seed=seed,
+                          warmup_fraction=warmup / steps, dropout=0.0)
+        return Pretrainer(cfg, masking, data)
+
+    wb, ref = workbench(str(tmp / "workbench")), workbench(str(tmp / "reference"))
+    fixed = next(iter(ref.loader))
+    bench = {"segment": segment, "collator": collator, "workbench": wb, "reference": ref,
+             "memory": memory, "fixed_batch": fixed, "fixed_tokens": int(fixed["attention_mask"].sum()),
+             "times": {"baseline": [], "workbench": [], "compute_limit": []}}
+    hook = _Interleave(bench)
+    trainer.add_callback(hook)
+    memory.enter("baseline")
+    start = time.perf_counter()
+    trainer.train()
+    total = time.perf_counter() - start
+    memory.stop()
+
+    val = data.dataset["validation"].select_columns(columns)
+    held_wb = heldout_loss(wb.model, val, tokenizer, masking, resolved, device)
+    held_base = heldout_loss(baseline_model, val, tokenizer, masking, resolved, device)
+    wb_train = [m["loss"] for m in wb.history if m["type"] == "train"][-segment:]
+    # Medians over segments, and ratios within a round (segments minutes apart see different
+    # machine load; segments of one round see about the same): robust to other jobs' bursts.
+    seg = {k: _rates(v) for k, v in bench["times"].items()}
+    rates = {k: statistics.median(v) for k, v in seg.items()}
+    ratio = statistics.median(w / b for w, b in zip(seg["workbench"], seg["baseline"], strict=True))
+    overhead = statistics.median(1 - w / c for w, c in zip(seg["workbench"], seg["compute_limit"], strict=True))
+    totals = {k: sum(t for _, t in v[1:]) / sum(s for s, _ in v[1:]) for k, v in bench["times"].items()}
+    gib = 2**30
+    result = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads",
+        "preset": preset, "seq_len": data.stats["max_seq_length"], "batch_size": batch_size,
+        "steps": steps, "segment_steps": segment, "precision": resolved,
+        "workbench_tokens_per_s": rates["workbench"],
+        "baseline_tokens_per_s": rates["baseline"],
+        "ratio": ratio,
+        "compute_limit_tokens_per_s": rates["compute_limit"],
+        "overhead_fraction": overhead,
+        "aggregate_tokens_per_s": totals,
+        "segment_tokens_per_s": {k: [t / s for s, t in v] for k, v in bench["times"].items()},
+        "peak_rss_gib": {k: v / gib for k, v in memory.peak_rss.items() if k in ("baseline", "workbench", "compute_limit")},
+        "process_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "workbench_train_loss_last_segment": statistics.fmean(wb_train),
+        "baseline_train_loss_last_segment": hook.train_losses[-1][1] if hook.train_losses else math.nan,
+        "workbench_heldout": held_wb,
+        "baseline_heldout": held_base,
+        "wall_seconds": total,
+    }
+    if device.type == "cuda":
+        result["peak_cuda_gib"] = {k: v / gib for k, v in memory.peak_cuda.items()}
+    return result
+
+
+def _table(r: dict[str, Any]) -> str:
+    rss = r["peak_rss_gib"]
+    rows = [
+        ("", "workbench", "baseline (Trainer)", "compute limit"),
+        ("tokens/s", f"{r['workbench_tokens_per_s']:,.0f}", f"{r['baseline_tokens_per_s']:,.0f}",
+         f"{r['compute_limit_tokens_per_s']:,.0f}"),
+        ("peak RSS GiB", f"{rss.get('workbench', 0):.2f}", f"{rss.get('baseline', 0):.2f}",
+         f"{rss.get('compute_limit', 0):.2f}"),
+        (f"train loss (steps {r['steps'] - r['segment_steps'] + 1}-{r['steps']})",
+         f"{r['workbench_train_loss_last_segment']:.3f}", f"{r['baseline_train_loss_last_segment']:.3f}", ""),
+        (f"held-out loss @{r['steps']}", f"{r['workbench_heldout']['loss']:.3f}",
+         f"{r['baseline_heldout']['loss']:.3f}", ""),
+        (f"held-out MLM acc @{r['steps']}", f"{r['workbench_heldout']['mlm_accuracy']:.3f}",
+         f"{r['baseline_heldout']['mlm_accuracy']:.3f}", ""),
+    ]
+    width = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, width, strict=True)) for row in rows]
+    lines.append(f"ratio {r['ratio']:.2f}x   overhead vs compute limit {100 * r['overhead_fraction']:.1f}%   "
+                 f"({r['preset']}, seq {r['seq_len']}, batch {r['batch_size']}, {r['precision']}, {r['device']})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="mini")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=30, help="steps of each run (a multiple of --segment)")
+    p.add_argument("--segment", type=int, default=3, help="steps per interleaved timed segment")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--data", default=None, help="a prepared dataset dir (default: builtin Wikipedia, NSP)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    a = p.parse_args(argv)
+    result = run_benchmark(a.preset, a.batch_size, a.steps, a.segment, a.precision, a.lr, a.data)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(_table(result))
+    print(f"results: {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The notebook sequence: thin, one flat parameters cell whose names map onto config fields, no outputs.
+
+Executing the notebooks is nbval's job (`pytest --nbval-lax notebooks/`, part of `make test`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from workbench.config import (
+    AttentionConfig,
+    DataConfig,
+    FinetuneConfig,
+    MaskingConfig,
+    TrainConfig,
+    config_fields,
+)
+from workbench.report import notebook_parameters
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+# Each notebook's parameters map onto these dataclasses' fields (out_dir is TrainConfig.out).
+CONFIGS = {
+    "01_data_inspection": (DataConfig, MaskingConfig),
+    "02_pretraining": (DataConfig, MaskingConfig, TrainConfig),
+    "03_attention": (AttentionConfig,),
+    "04_finetuning": (FinetuneConfig,),
+}
+ALIASES = {"out_dir": "out"}
+
+
+def test_the_sequence_is_complete():
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(CONFIGS)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_parameters_cell_is_flat_and_maps_onto_config_fields(name):
+    path = NOTEBOOKS / f"{name}.ipynb"
+    nb = json.loads(path.read_text())
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged `parameters`"
+    params = notebook_parameters(path)
+    assert params
+    fields = {f: cls for cls in CONFIGS[name] for f in config_fields(cls)}
+    for pname, param in params.items():
+        assert param.type in (str, int, float, bool), f"{pname} is not a flat scalar"
+        field = ALIASES.get(pname, pname)
+        assert field in fields, f"{name}: parameter {pname} is no field of {[c.__name__ for c in CONFIGS[name]]}"
+        # The default builds a valid config on its own.
+        fields[field](**{field: param.default})
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_committed_without_outputs_and_thin(name):
+    nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    # Thin: short cells calling workbench, with markdown telling the story.
+    assert all(len("".join(c["source"]).splitlines()) <= 25 for c in code)
+    assert sum(c["cell_type"] == "markdown" for c in nb["cells"]) >= len(code) // 2
