@@ -118,7 +118,7 @@ def build_model(preset: str, tokenizer: PreTrainedTokenizerBase, init: str | Non
     tied = model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
     message = (
         f"initialised BertForPreTraining from {init} (L{config.num_hidden_layers}/H{config.hidden_size}/"
-        f"A{config.num_attention_heads}; --preset {preset} ignored); "
+        f"A{config.num_attention_heads} from the checkpoint; --preset is ignored); "
         f"new: {', '.join(_group(new)) or 'none'}; MLM decoder "
         + ("tied to the word embeddings" if tied else "NOT tied to the word embeddings")
     )

@@ -190,6 +190,9 @@ class Pretrainer:
         self.global_batch = cfg.batch_size * self.world * cfg.grad_accum
         self._check_sizes()
         self.unigram_id = self._unigram_token()
+        labels = np.asarray(self.val_set["next_sentence_label"])
+        # Chance level of the sentence task: always guessing the commoner validation label.
+        self.majority_accuracy = float(max(np.mean(labels == 0), np.mean(labels == 1)))
         self.run_config = self._run_config()
 
         resume_from = self._prepare_out()
@@ -550,6 +553,7 @@ class Pretrainer:
             "unigram_token": self.tokenizer.convert_ids_to_tokens(self.unigram_id),
             "nsp_loss": nsp_sum / max(nsp_n, 1) if has_pairs else None,
             "nsp_accuracy": nsp_ok / max(nsp_n, 1) if has_pairs else None,
+            "nsp_majority_accuracy": self.majority_accuracy if has_pairs else None,
             "objective": self.objective,
             "masked_tokens": int(mlm_n), "pairs": int(nsp_n), "tokens": int(tokens),
         }
