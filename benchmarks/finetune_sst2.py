@@ -20,6 +20,7 @@ several seeds each (mean and sample std over seeds).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -76,14 +77,20 @@ def run_main(args: argparse.Namespace, data: Any, base: FinetuneConfig) -> dict[
     return out
 
 
-def run_curve(args: argparse.Namespace, data: Any, base: FinetuneConfig) -> dict[str, Any]:
-    """The learning curve: one run per (init, size, seed)."""
+def run_curve(args: argparse.Namespace, data: Any, base: FinetuneConfig, result: dict[str, Any]) -> dict[str, Any]:
+    """The learning curve: one run per (init, size, seed); the JSON is rewritten after each run."""
     inits = [RANDOM, MINILM] + ([args.ours] if args.ours else [])
+    curve: dict[str, Any] = {"inits": inits, "sizes": args.sizes, "seeds": args.seeds, "runs": [], "summary": []}
+    result["curve"] = curve
+
+    def save(row: dict[str, Any]) -> None:
+        curve["runs"].append(row)
+        write_json_atomic(args.out, result)
+
     curve_base = replace(base, max_validation=args.curve_validation)
-    runs = learning_curve(inits, data, sizes=args.sizes, seeds=args.seeds, base=curve_base)
-    summary = curve_summary(runs)
-    return {"inits": inits, "sizes": args.sizes, "seeds": args.seeds, "runs": runs.to_dict("records"),
-            "summary": summary.to_dict("records")}
+    runs = learning_curve(inits, data, sizes=args.sizes, seeds=args.seeds, base=curve_base, on_run=save)
+    curve["summary"] = curve_summary(runs).to_dict("records")
+    return curve
 
 
 def _print_tables(result: dict[str, Any]) -> None:
@@ -137,17 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     base = FinetuneConfig(task=str(args.data), batch_size=args.batch_size, lr=args.lr, progress=False)
     data = load_task(base)  # read and split once for every run: the same test set for all
+    # Parts not re-run (--skip-main / --skip-curve) are kept from an earlier run's JSON.
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     result: dict[str, Any] = {
+        **{k: previous[k] for k in ("main", "curve") if k in previous},
         "data": str(args.data), "splits": data.sizes, "config": vars(args) | {"data": str(args.data), "out": str(args.out)},
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "cuda": torch.cuda.is_available(), "load_average": os.getloadavg()},
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     if not args.skip_main:
         result["main"] = run_main(args, data, base)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(args.out, result)  # keep part 1 if part 2 is interrupted
     if not args.skip_curve:
-        result["curve"] = run_curve(args, data, base)
+        run_curve(args, data, base, result)
     result["wall_minutes"] = (time.perf_counter() - start) / 60
     result["machine"]["load_average_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -249,8 +249,10 @@ def test_classification_metrics_by_hand():
 
 def test_learning_curve_and_summary(tiny):
     base = FinetuneConfig(max_steps=3, eval_every=3, **FAST)
+    done: list[dict] = []
     runs = learning_curve([tiny, f"random:{tiny}"], "builtin:rt-polarity", sizes=[10, 0, 1000], seeds=[0, 1],
-                          base=base, verbose=False)
+                          base=base, verbose=False, on_run=done.append)
+    assert done == runs.to_dict("records")
     assert list(runs.columns[:5]) == ["n_train", "init", "seed", "accuracy", "macro_f1"]
     assert len(runs) == 8 and sorted(set(runs["n_train"])) == [10, 140]  # 0 and 1000 both mean all 140
     summary = curve_summary(runs)

@@ -678,11 +678,13 @@ def _write_outputs(out: Path, results: dict[str, Any], predictions: pd.DataFrame
 # ----------------------------------------------------------------------------- learning curves
 def learning_curve(inits: Sequence[str], task: str | TaskData, sizes: Sequence[int] = (100, 300, 1000, 3000, 0),
                    seeds: Sequence[int] = (0, 1, 2), base: FinetuneConfig | None = None,
-                   out: str | Path | None = None, verbose: bool = True) -> pd.DataFrame:
+                   out: str | Path | None = None, verbose: bool = True,
+                   on_run: Callback | None = None) -> pd.DataFrame:
     """One fine-tune per (init, size, seed); a row each: n_train, init, seed, accuracy, macro_f1, ...
 
     ``inits`` are --model specs (``random:builtin:minilm`` for a random model of minilm's shape);
     size 0 is the whole training split. The test split is the same for every run (split_seed).
+    ``on_run`` gets each row as it is done (save partial results of a long curve).
     Aggregate with :func:`curve_summary`; plot that with ``plots.learning_curve``.
     """
     base = base or FinetuneConfig()
@@ -705,6 +707,8 @@ def learning_curve(inits: Sequence[str], task: str | TaskData, sizes: Sequence[i
                 rows.append({"n_train": r["n_train"], "init": init, "seed": seed, "accuracy": r["accuracy"],
                              "macro_f1": r["macro_f1"], "best_validation_accuracy": r["best_validation_accuracy"],
                              "steps": r["steps"], "train_seconds": r["train_seconds"]})
+                if on_run is not None:
+                    on_run(dict(rows[-1]))
                 if verbose:
                     print(f"{init:>28}  n={r['n_train']:<6} seed={seed}  acc={r['accuracy']:.4f}  "
                           f"F1={r['macro_f1']:.4f}  steps={r['steps']}  {r['wall_seconds']:.0f}s", file=sys.stderr)
