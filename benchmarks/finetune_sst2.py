@@ -79,7 +79,9 @@ def run_main(args: argparse.Namespace, data: Any, base: FinetuneConfig) -> dict[
 
 def run_curve(args: argparse.Namespace, data: Any, base: FinetuneConfig, result: dict[str, Any]) -> dict[str, Any]:
     """The learning curve: one run per (init, size, seed); the JSON is rewritten after each run."""
-    inits = [RANDOM, MINILM] + ([args.ours] if args.ours else [])
+    # A checkpoint of ours comes with a random model of its own shape: pretraining's gain is the gap.
+    ours = [f"random:{args.ours}", args.ours] if args.ours else []
+    inits = args.inits.split(",") if args.inits else [RANDOM, MINILM] + ours
     curve: dict[str, Any] = {"inits": inits, "sizes": args.sizes, "seeds": args.seeds, "runs": [], "summary": []}
     result["curve"] = curve
 
@@ -134,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="Learning-curve seeds.")
     parser.add_argument("--curve-validation", type=int, default=500, help="Validation phrases per curve run.")
     parser.add_argument("--ours", default="", help="A workbench pretraining run or checkpoint dir to add to the curve.")
+    parser.add_argument("--inits", default="", help="Curve inits, comma-separated (default: random, minilm and --ours with random:OURS).")
     parser.add_argument("--skip-main", action="store_true", help="Only the learning curve.")
     parser.add_argument("--skip-curve", action="store_true", help="Only minilm vs random.")
     args = parser.parse_args(argv)

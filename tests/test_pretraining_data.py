@@ -241,3 +241,13 @@ def test_out_dir_with_unrelated_files_is_refused(tmp_path):
     with pytest.raises(WorkbenchError, match="not a prepared dataset"):
         prepare_dataset(DataConfig(max_documents=5), out_dir=tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_one_document_validation_split_joins_train(tmp_path, capsys):
+    # 10 documents at 10%: one is drawn for validation, and NotNext has no other document there.
+    cfg = DataConfig(tokenizer="builtin:minilm", max_documents=10, max_seq_length=32, validation_fraction=0.1,
+                     dupe_factor=1, cache_dir=str(tmp_path))
+    data = prepare_dataset(cfg)
+    assert data.dataset["validation"].num_rows == 0 and data.stats["documents"] == 10
+    assert len(set(data.dataset["train"]["a_doc"])) == 10
+    assert "validation split drew one document" in capsys.readouterr().err

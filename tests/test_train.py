@@ -204,8 +204,8 @@ def test_previous_run_needs_resume_or_overwrite(nsp_data, tmp_path):
     pretrain(_cfg(nsp_data, out, max_steps=2))
     with pytest.raises(WorkbenchError, match="previous run .*step 2.*--resume.*--overwrite"):
         pretrain(_cfg(nsp_data, out, max_steps=2))
-    with pytest.raises(WorkbenchError, match=r"different config: lr 0\.001 -> 0\.002; mask_rate 0\.15 -> 0\.3"):
-        pretrain(_cfg(nsp_data, out, max_steps=2, lr=2e-3, resume=True), MaskingConfig(mask_rate=0.3))
+    with pytest.raises(WorkbenchError, match=r"different config: lr 0\.002 -> 0\.005; mask_rate 0\.15 -> 0\.3"):
+        pretrain(_cfg(nsp_data, out, max_steps=2, lr=5e-3, resume=True), MaskingConfig(mask_rate=0.3))
     # changing only where and how often things are written is fine
     result = pretrain(_cfg(nsp_data, out, max_steps=2, resume=True, eval_every=1))
     assert result.steps == 2

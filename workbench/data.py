@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
-import blingfire
-
 from .errors import WorkbenchError
 
 __all__ = [
@@ -84,6 +82,9 @@ def split_sentences(text: str) -> list[str]:
         return []
     # blingfire is a compiled finite-state segmenter: ~10x faster than pysbd or spaCy, no model
     # download (unlike nltk punkt), and it handles Wikipedia-style abbreviations/numbers well.
+    # Imported here: loading prepared data (a GPU box, a notebook) needs no segmenter.
+    import blingfire
+
     split = blingfire.text_to_sentences(text)
     # It returns "" when its output buffer overflows; keep the text whole rather than lose it.
     pieces = [s.strip() for s in split.split("\n")] if split else [text]

@@ -193,10 +193,10 @@ def pretraining_loss(model: BertForPreTraining, input_ids: torch.Tensor, attenti
     idx = flat_labels.ne(IGNORE_INDEX).nonzero().squeeze(1)  # (N,)
     hidden = seq.reshape(-1, seq.shape[-1]).index_select(0, idx)  # (N, H)
     targets = flat_labels.index_select(0, idx)  # (N,)
-    logits = model.cls.predictions(hidden).float()  # (N, V): the full-vocabulary head, N rows only
-    mlm_sum = F.cross_entropy(logits, targets, reduction="sum")
+    scores = model.cls.predictions(hidden)  # (N, V): the full-vocabulary head, N rows only
+    mlm_correct = (scores.detach().argmax(-1) == targets).sum()  # on bf16 scores: half the bytes
+    mlm_sum = F.cross_entropy(scores.float(), targets, reduction="sum")  # fp32 log-softmax
     mlm_count = targets.new_tensor(targets.numel())
-    mlm_correct = (logits.detach().argmax(-1) == targets).sum()
     loss = mlm_sum / (mlm_norm if mlm_norm is not None else mlm_count.clamp(min=1))
     zero = mlm_sum.new_zeros(())
     nsp_sum, nsp_count, nsp_correct = zero, mlm_count.new_zeros(()), mlm_count.new_zeros(())

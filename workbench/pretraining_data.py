@@ -21,6 +21,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from collections.abc import Sequence as Seq
@@ -356,6 +357,7 @@ class _ShardWriter:
         self.buffer: list[tuple[int, list[str]]] = []
         self.pending: list[tuple[int, list[str]]] | None = None
         self.shards = 0
+        self.documents = 0  # written (non-empty) documents
 
     def add(self, doc_id: int, sentences: list[str]) -> None:
         self.buffer.append((doc_id, sentences))
@@ -391,6 +393,7 @@ class _ShardWriter:
                 continue
             doc_ids.append(doc_id)
             out.append(tokenized)
+            self.documents += 1
             c["documents"] += 1
             c["sentences"] += len(tokenized)
             c["multi_sentence_documents"] += len(tokenized) >= 2
@@ -435,10 +438,12 @@ def _resolve_tokenizer(cfg: DataConfig) -> PreTrainedTokenizerBase:
         return load_tokenizer(str(path))
     texts = (s for doc in _corpus_documents(cfg) for s in doc)
     tmp = path.with_name(f"{key}.tmp-{os.getpid()}")
-    tokenizer = train_tokenizer(texts, cfg.vocab_size, cfg.lowercase, out_dir=tmp)
+    train_tokenizer(texts, cfg.vocab_size, cfg.lowercase, out_dir=tmp)
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)  # atomic: a half-written tokenizer is never found by the check above
-    return tokenizer
+    # Reloaded, not the in-memory one: a saved tokenizer serialises slightly differently, and
+    # the dataset cache key (its fingerprint) must be the same on the first run and later ones.
+    return load_tokenizer(str(path))
 
 
 def _summarise(ds: DatasetDict, counts: dict[str, int], cfg: DataConfig) -> dict[str, Any]:
@@ -500,9 +505,20 @@ def _build(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, tmp: Path) -> di
     for doc_id, doc in enumerate(_corpus_documents(cfg, report)):
         split = "validation" if _is_validation(doc_id, cfg.validation_fraction, cfg.seed) else "train"
         writers[split].add(doc_id, doc)
+    held_out = writers["validation"]
+    if cfg.objective == "nsp" and held_out.pending is None and len(held_out.buffer) == 1:
+        # One held-out document cannot make NotNext pairs (B must come from another document).
+        writers["train"].add(*held_out.buffer.pop())
+        print("note: the validation split drew one document, too few for NotNext pairs, so it is trained on; "
+              "raise --validation-fraction for a held-out split", file=sys.stderr)
     for w in writers.values():
         w.close()
     _check_corpus(cfg, counts)
+    if cfg.objective == "nsp" and writers["train"].documents == 1:
+        raise WorkbenchError(
+            "the train split has one document, and NotNext pairs need another; "
+            f"lower --validation-fraction (now {cfg.validation_fraction:g}) or add documents"
+        )
 
     fn_kwargs = dict(objective=cfg.objective, max_seq_length=cfg.max_seq_length,
                      short_seq_prob=cfg.short_seq_prob, seed=cfg.seed,

@@ -394,10 +394,15 @@ def _execute_one(src: Path, out: Path, params: dict[str, Any], cwd: Path, timeou
 
 
 def _export_html(nb: Any, path: Path, result: RunResult, entry: NotebookResult, cwd: Path) -> None:
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    # The lab template with its CDN scripts (require.js, MathJax, mermaid) left out: a report
+    # must open offline with no failed requests; views and figures inline what they need.
+    exporter = HTMLExporter(template_name="lab", embed_images=True, extra_loaders=[DictLoader({_TEMPLATE: _OFFLINE_LAB})],
+                            template_file=_TEMPLATE)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": f"{entry.name} · {result.run_id}", "path": str(cwd)}})
+    body = _CDN_SCRIPT.sub("", body)  # plotly's notebook renderer adds MathJax from a CDN to each figure
     bar = (
         '<input type="checkbox" id="wb-hide-code" class="wb-toggle">'
         f'<div class="wb-bar"><a href="index.html">run {html.escape(result.run_id)}</a> · '
@@ -409,6 +414,14 @@ def _export_html(nb: Any, path: Path, result: RunResult, entry: NotebookResult, 
     body = re.sub(r"<body[^>]*>", lambda m: m.group(0) + bar, body, count=1)
     _write_atomic(path, body)
 
+
+_TEMPLATE = "workbench_offline.html.j2"
+_OFFLINE_LAB = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+_CDN_SCRIPT = re.compile(r'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>')
 
 # A CSS-only toggle: a checkbox ahead of <main> hides code inputs when ticked; no script runs.
 _TOGGLE_CSS = """<style>
