@@ -331,3 +331,18 @@ def test_minilm_has_clark_heads(minilm, segments, examples) -> None:
         head_statistics(examples[:4])[STAT_COLUMNS].to_numpy(),
         atol=1e-4,
     )
+
+
+def test_fit_to_model_clamps_layer_head_and_clusters(capsys):
+    from types import SimpleNamespace
+
+    from workbench.attention import fit_to_model
+    from workbench.config import AttentionConfig
+
+    tiny = SimpleNamespace(config=SimpleNamespace(num_hidden_layers=2, num_attention_heads=2))
+    cfg = fit_to_model(AttentionConfig(layer=2, head=0, n_clusters=6), tiny)
+    assert (cfg.layer, cfg.head, cfg.n_clusters) == (1, 0, 4)
+    assert "layer 2 -> 1, n_clusters 6 -> 4" in capsys.readouterr().err
+    big = SimpleNamespace(config=SimpleNamespace(num_hidden_layers=6, num_attention_heads=12))
+    assert fit_to_model(AttentionConfig(layer=2, head=3), big) == AttentionConfig(layer=2, head=3)
+    assert capsys.readouterr().err == ""

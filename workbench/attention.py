@@ -9,9 +9,11 @@ be checked against hand-built patterns; the model-facing helpers only produce th
 from __future__ import annotations
 
 import random
+import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -22,6 +24,7 @@ from scipy.spatial.distance import squareform
 from scipy.special import xlogy
 
 from .builtin import resolve_pretrained
+from .config import AttentionConfig
 from .errors import WorkbenchError
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "AttentionResult",
     "Segment",
     "load_attention_model",
+    "fit_to_model",
     "get_attentions",
     "collect_attentions",
     "head_statistics",
@@ -125,6 +129,18 @@ def _forward_attentions(model: Any, tokenizer: Any, segments: Sequence[Segment],
         # padded keys got ~exp(-inf) = 0 weight, so the kept rows still sum to 1
         a = np.ascontiguousarray(att[i][:, :, keep][:, :, :, keep], dtype=np.float32)
         yield AttentionResult(tokens, a)
+
+
+def fit_to_model(cfg: AttentionConfig, model: Any) -> AttentionConfig:
+    """``cfg`` with layer, head and n_clusters brought within the model (a tiny model has 2 layers of 2 heads)."""
+    layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
+    fitted = replace(cfg, layer=min(cfg.layer, layers - 1), head=min(cfg.head, heads - 1),
+                     n_clusters=min(cfg.n_clusters, layers * heads))
+    changed = [f"{k} {getattr(cfg, k)} -> {getattr(fitted, k)}" for k in ("layer", "head", "n_clusters")
+               if getattr(cfg, k) != getattr(fitted, k)]
+    if changed:
+        print(f"note: the model has {layers} layers x {heads} heads, so {', '.join(changed)}", file=sys.stderr)
+    return fitted
 
 
 def get_attentions(
