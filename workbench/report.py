@@ -397,8 +397,9 @@ def _export_html(nb: Any, path: Path, result: RunResult, entry: NotebookResult, 
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    # The lab template with its CDN scripts (require.js, MathJax, mermaid) left out: a report
-    # must open offline with no failed requests; views and figures inline what they need.
+    # The lab template with its CDN scripts (require.js, MathJax, mermaid, the widget manager)
+    # left out: a report must open offline with no failed requests; views and figures inline
+    # what they need, and widgets are for JupyterLab (a report keeps their last static output).
     exporter = HTMLExporter(template_name="lab", embed_images=True, extra_loaders=[DictLoader({_TEMPLATE: _OFFLINE_LAB})],
                             template_file=_TEMPLATE)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": f"{entry.name} · {result.run_id}", "path": str(cwd)}})
@@ -420,6 +421,7 @@ _OFFLINE_LAB = """{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 """
 _CDN_SCRIPT = re.compile(r'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>')
 

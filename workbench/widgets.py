@@ -110,11 +110,13 @@ class LiveCurves:
         """Draw now (creates the output on the first call)."""
         from IPython.display import display
 
-        fig = self.figure()
+        # The renderer's mime bundle, not the figure: a figure displays itself through
+        # pio.show, which drops the display id, so each update would add one more figure.
+        bundle = self.figure()._repr_mimebundle_()
         if self.handle is None:
-            self.handle = display(fig, display_id=True)
+            self.handle = display(bundle, raw=True, display_id=True)
         else:
-            self.handle.update(fig)
+            self.handle.update(bundle, raw=True)
 
 
 def rerun_panel(run: Any, config: MaskingConfig, first: tuple[str, Sequence[dict[str, Any]]]) -> w.VBox:
