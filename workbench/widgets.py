@@ -108,11 +108,14 @@ class LiveCurves:
 
     def redraw(self) -> None:
         """Draw now (creates the output on the first call)."""
+        import plotly.io as pio
         from IPython.display import display
 
-        # The renderer's mime bundle, not the figure: a figure displays itself through
-        # pio.show, which drops the display id, so each update would add one more figure.
-        bundle = self.figure()._repr_mimebundle_()
+        # The default renderer's mime bundle, not the figure: a figure displays itself through
+        # pio.show, which drops the display id, so each update would add one more figure. The
+        # bundle is built as pio.show builds it, activating the renderer once (the `notebook`
+        # renderer's activation displays plotly.js; Figure._repr_mimebundle_ would redo it each time).
+        bundle = pio.renderers._build_mime_bundle(self.figure().to_dict(), renderers_string=None)
         if self.handle is None:
             self.handle = display(bundle, raw=True, display_id=True)
         else:
