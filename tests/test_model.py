@@ -14,6 +14,7 @@ from workbench.masking import PretrainingCollator
 from workbench.model import (
     PRESETS,
     PretrainingModule,
+    _SparseCrossEntropy,
     build_model,
     preset_config,
     pretraining_loss,
@@ -64,9 +65,12 @@ def batch(minilm_tokenizer, wiki_documents):
     return collator(examples)
 
 
-def test_sparse_head_loss_equals_full_head_loss(minilm_tokenizer, batch):
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_sparse_head_loss_equals_full_head_loss(minilm_tokenizer, batch, attention):
     torch.manual_seed(0)
-    model = build_model("tiny", minilm_tokenizer, dropout=0.0).eval()
+    model = build_model("mini", minilm_tokenizer, dropout=0.0).eval()
+    model.set_attn_implementation(attention)
+    assert batch["attention_mask"].min() == 0  # padded rows: the last layer's key mask matters
     sparse = pretraining_loss(model, **batch)
     full = model(**batch)  # BertForPreTraining: full-vocabulary head on every position
     torch.testing.assert_close(sparse.loss, full.loss, rtol=1e-5, atol=1e-5)
@@ -77,6 +81,13 @@ def test_sparse_head_loss_equals_full_head_loss(minilm_tokenizer, batch):
     ref = torch.autograd.grad(full.loss, list(model.parameters()))
     for g, r in zip(grads, ref, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+
+
+def test_decoder_config_takes_the_full_forward(minilm_tokenizer, batch):
+    torch.manual_seed(0)
+    model = build_model("tiny", minilm_tokenizer, dropout=0.0).eval()
+    model.config.is_decoder = model.bert.config.is_decoder = True  # causal masks: not the sparse path
+    torch.testing.assert_close(pretraining_loss(model, **batch).loss, model(**batch).loss, rtol=1e-5, atol=1e-5)
 
 
 def test_mlm_only_loss_and_counts(minilm_tokenizer, batch):
@@ -93,6 +104,36 @@ def test_mlm_only_loss_and_counts(minilm_tokenizer, batch):
     assert int(out.mlm_correct) == int((logits.argmax(-1)[masked] == batch["labels"][masked]).sum())
     # the module wrapper (what DDP sees) computes the same thing
     torch.testing.assert_close(PretrainingModule(model)(**inputs).loss, out.loss)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sparse_cross_entropy_matches_torch_in_fp32_and_bf16(dtype):
+    torch.manual_seed(0)
+    scores = (torch.randn(37, 503) * 4).to(dtype).requires_grad_()  # (N, V), N masked tokens
+    bias = torch.randn(503, requires_grad=True)  # fp32, as the decoder's bias parameter
+    targets = torch.randint(0, 503, (37,))
+    targets[:5] = (scores.detach().float() + bias.detach()).argmax(-1)[:5]  # five sure hits
+    total, hits = _SparseCrossEntropy.apply(scores, bias, targets)
+    grad, grad_bias = torch.autograd.grad(total * 0.25, (scores, bias))  # a non-unit upstream gradient
+    logits = scores.float() + bias
+    ref_total = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    ref_grad, ref_bias = torch.autograd.grad(ref_total * 0.25, (scores, bias))
+    torch.testing.assert_close(total, ref_total, rtol=1e-6, atol=1e-4)
+    assert grad.dtype == dtype and grad_bias.dtype == torch.float32  # each in its input's dtype
+    torch.testing.assert_close(grad.float(), ref_grad.float(), rtol=1e-2 if dtype == torch.bfloat16 else 1e-6, atol=1e-6)
+    torch.testing.assert_close(grad_bias, ref_bias, rtol=1e-5, atol=1e-6)
+    assert int(hits) == int((logits.detach().argmax(-1) == targets).sum()) >= 5
+    no_bias, _ = _SparseCrossEntropy.apply(scores, None, targets)
+    torch.testing.assert_close(no_bias, torch.nn.functional.cross_entropy(scores.float(), targets, reduction="sum"))
+    extreme = torch.zeros(3, 10, dtype=dtype)  # logit gaps of hundreds: no underflow to inf or nan
+    extreme[0, 0], extreme[1, 5] = 200.0, -300.0
+    far = torch.tensor([3, 5, 1])
+    torch.testing.assert_close(_SparseCrossEntropy.apply(extreme, None, far)[0],
+                               torch.nn.functional.cross_entropy(extreme.float(), far, reduction="sum"))
+    empty = torch.zeros(0, 503, dtype=dtype, requires_grad=True)  # a batch with nothing masked
+    total, hits = _SparseCrossEntropy.apply(empty, bias, torch.zeros(0, dtype=torch.long))
+    total.backward()
+    assert float(total.detach()) == 0.0 and int(hits) == 0 and empty.grad.shape == (0, 503)
 
 
 def test_custom_norms_scale_the_loss(minilm_tokenizer, batch):

@@ -26,6 +26,7 @@ from workbench.train import (
     cpu_supports_bf16,
     lr_multiplier,
     pretrain,
+    resolve_attention,
     resolve_precision,
 )
 
@@ -90,6 +91,26 @@ def test_precision_resolution():
     assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"
     assert resolve_precision("auto", cpu) == ("bf16" if cpu_supports_bf16() else "fp32")
+
+
+def test_attention_resolution():
+    assert resolve_attention("auto", torch.device("cpu")) == "eager"  # CPU flash backward is slower
+    assert resolve_attention("auto", torch.device("cuda")) == "sdpa"
+    assert resolve_attention("sdpa", torch.device("cpu")) == "sdpa"
+    with pytest.raises(WorkbenchError, match="attention 'flash' is not one of auto, sdpa, eager"):
+        TrainConfig(attention="flash")
+
+
+def test_eager_and_sdpa_attention_train_alike(nsp_data, tmp_path):
+    losses = {}
+    for attention in ("eager", "sdpa"):
+        trainer = Pretrainer(_cfg(nsp_data, tmp_path / attention, attention=attention, precision="fp32",
+                                  max_steps=3))
+        assert trainer.model.config._attn_implementation == attention
+        trainer.train()
+        losses[attention] = [m["loss"] for m in trainer.history if m["type"] == "train"]
+    assert len(losses["eager"]) == 3 and losses["eager"][-1] < losses["eager"][0]
+    assert losses["eager"] == pytest.approx(losses["sdpa"], rel=1e-4)  # one kernel choice, the same maths
 
 
 # ------------------------------------------------------------------------------------ Python API

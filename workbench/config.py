@@ -21,6 +21,7 @@ __all__ = [
     "TrainConfig",
     "AttentionConfig",
     "FinetuneConfig",
+    "ATTENTIONS",
     "OBJECTIVES",
     "PRECISIONS",
     "PRESET_NAMES",
@@ -32,6 +33,7 @@ __all__ = [
 
 OBJECTIVES = ("nsp", "sop", "mlm")
 PRECISIONS = ("auto", "bf16", "fp32")
+ATTENTIONS = ("auto", "sdpa", "eager")
 SCHEDULES = ("linear", "one_cycle")
 PRESET_NAMES = ("tiny", "mini", "small", "medium", "base")  # sizes in workbench.model.PRESETS
 C = TypeVar("C")
@@ -142,7 +144,7 @@ class TrainConfig:
     preset: str = _help("Model size (Turc et al. 2019): tiny, mini, small, medium or base (tiny: the default ~10-minute CPU run).", "tiny")
     init: str = _help("Start from a checkpoint (dir, hub name or builtin:minilm) instead of from scratch; its size replaces --preset.", "")
     dropout: float = _help("Hidden and attention dropout; 0 as in Cramming (short runs underfit, and dropout slows a CPU step by about a sixth).", 0.0)
-    max_steps: int = _help("Optimizer steps (NSP starts to generalise after about 100k pairs).", 2000)
+    max_steps: int = _help("Optimizer steps (NSP starts to generalise after about 100k pairs).", 3500)
     batch_size: int = _help("Examples per process per micro-step; global batch = batch_size x processes x grad_accum.", 64)
     grad_accum: int = _help("Micro-steps accumulated per optimizer step.", 1)
     lr: float = _help("Peak learning rate (2e-3 suits tiny, 1e-3 mini/small; ~1e-4 for base or --init).", 2e-3)
@@ -154,6 +156,8 @@ class TrainConfig:
     warmup_fraction: float = _help("Fraction of max_steps spent warming up.", 0.1)
     max_grad_norm: float = _help("Clip the gradient norm to this (0 = no clipping).", 1.0)
     precision: str = _help("`auto` (bf16 on CUDA with bf16 or a CPU with AVX512-BF16/AMX, else fp32), `bf16` or `fp32`.", "auto")
+    attention: str = _help("Attention kernel: `auto` (sdpa on CUDA, where it runs fused flash kernels; eager matmul-softmax on CPU, "
+                           "where sdpa's backward measured 3x slower at seq 128), `sdpa` or `eager`.", "auto")
     compile: bool = _help("torch.compile the encoder (minutes of compile time; pays off on long GPU runs).", False)
     seed: int = _help("Seed of initialisation, data order and masks.", 42)
     eval_every: int = _help("Evaluate on the validation split every this many steps (0 = at the end only; each pass over the builtin split costs about 20 s on 2 cores).", 500)
@@ -181,6 +185,7 @@ class TrainConfig:
         _check(0.0 <= self.warmup_fraction < 1.0, f"warmup_fraction {self.warmup_fraction} must be in [0, 1)")
         _check(self.max_grad_norm >= 0.0, f"max_grad_norm {self.max_grad_norm} must be 0 (off) or more")
         _check(self.precision in PRECISIONS, f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        _check(self.attention in ATTENTIONS, f"attention {self.attention!r} is not one of {', '.join(ATTENTIONS)}")
         _check(self.eval_every >= 0 and self.save_every >= 0, "eval_every and save_every must be 0 (at the end only) or more")
         _check(self.eval_batch_size >= 1, f"eval_batch_size {self.eval_batch_size} must be 1 or more")
         _check(self.keep_checkpoints >= 1, f"keep_checkpoints {self.keep_checkpoints} must be 1 or more")

@@ -1,8 +1,8 @@
 """Fine-tuning for sequence classification (single sentences or pairs), and learning curves.
 
 One loop on accelerate, with the pretraining loop's speed features: bf16 autocast where the
-hardware has it, sdpa attention, fused AdamW on CUDA, optional torch.compile, warm-up then
-linear decay, gradient clipping and dynamic padding. Early stopping validates on a stratified
+hardware has it, sdpa attention on CUDA (eager on CPU, where it is faster), fused AdamW,
+optional torch.compile, warm-up then linear decay, gradient clipping and dynamic padding. Early stopping validates on a stratified
 sample and restores the best weights before the test split is scored.
 
 Bad input policy: a missing column, a single class, an empty split, a tokenizer/checkpoint
@@ -35,13 +35,14 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from .allocator import retain_freed_memory
 from .builtin import resolve_pretrained
 from .checkpoint import latest_checkpoint, write_json_atomic
 from .config import FinetuneConfig
 from .data import builtin_rt_polarity_path
 from .errors import WorkbenchError
 from .tokenizer import load_tokenizer
-from .train import lr_multiplier, resolve_precision
+from .train import lr_multiplier, resolve_attention, resolve_precision
 
 __all__ = [
     "BUILTIN_RT_POLARITY",
@@ -517,6 +518,8 @@ def finetune(cfg: FinetuneConfig, data: TaskData | None = None, callbacks: Seque
     precision = "bf16" if launched == "bf16" else resolve_precision(cfg.precision, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
+    else:
+        retain_freed_memory()  # activations reuse heap pages instead of faulting in anew
     data = data if data is not None else load_task(cfg)
     warnings: list[str] = []
     train_frame = data.splits["train"]
@@ -547,6 +550,7 @@ def finetune(cfg: FinetuneConfig, data: TaskData | None = None, callbacks: Seque
             print(f"warning: {w}", file=sys.stderr)
 
     model.train()
+    model.set_attn_implementation(resolve_attention("auto", device))  # eager on CPU, sdpa on CUDA
     if cfg.compile:
         model.base_model.compile(dynamic=True)  # in place: state_dict keys stay the same
     module = acc.prepare(model)  # device placement, DDP when launched
