@@ -106,7 +106,7 @@ def _cmd_heads(args: argparse.Namespace) -> int:
 
 
 # The demo is the notebook sequence on its defaults, with a longer pretraining than nbval's
-# quick one (tiny, ~7 of the ~14 minutes on 2 cores) so the checkpoint that 03 and 04 analyse
+# quick one (tiny, ~4 of the ~5 minutes on 2 cores) so the checkpoint that 03 and 04 analyse
 # has learned something; the full default run (`workbench pretrain`, 3500 steps) is longer.
 DEMO_PARAMS = {"max_steps": 1200, "eval_every": 200}
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
