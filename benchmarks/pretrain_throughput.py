@@ -44,7 +44,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from workbench.allocator import retain_freed_memory
+from workbench.allocator import heap_in_use, retain_freed_memory
 from workbench.config import DataConfig, MaskingConfig, TrainConfig
 from workbench.masking import PretrainingCollator
 from workbench.model import preset_config, pretraining_loss
@@ -107,10 +107,14 @@ class NSPCollator:
 
 
 class MemorySampler:
-    """Peak RSS (and CUDA memory) per phase, sampled by a background thread."""
+    """Peak RSS, heap in use (and CUDA memory) per phase, sampled by a background thread.
+
+    With the heap retained (workbench.allocator) RSS only grows, so a later phase's RSS
+    includes an earlier one's freed memory; the heap in use (live allocations) does not.
+    """
 
     def __init__(self, interval: float = 0.02) -> None:
-        self.phase, self.peak_rss, self.peak_cuda = "setup", {}, {}
+        self.phase, self.peak_rss, self.peak_heap, self.peak_cuda = "setup", {}, {}, {}
         self.proc, self.interval = psutil.Process(), interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -118,8 +122,10 @@ class MemorySampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            rss = self.proc.memory_info().rss
+            rss, heap = self.proc.memory_info().rss, heap_in_use()
             self.peak_rss[self.phase] = max(self.peak_rss.get(self.phase, 0), rss)
+            if heap is not None:
+                self.peak_heap[self.phase] = max(self.peak_heap.get(self.phase, 0), heap)
 
     def enter(self, phase: str) -> None:
         """Attribute samples from now on to ``phase``."""
@@ -283,6 +289,7 @@ def run_benchmark(preset: str = "mini", batch_size: int = 32, steps: int = 60, s
         "aggregate_tokens_per_s": totals,
         "segment_tokens_per_s": {k: [t / s for s, t in v] for k, v in bench["times"].items()},
         "peak_rss_gib": {k: v / gib for k, v in memory.peak_rss.items() if k in ("baseline", "workbench", "compute_limit")},
+        "peak_heap_in_use_gib": {k: v / gib for k, v in memory.peak_heap.items() if k in ("baseline", "workbench", "compute_limit")},
         "process_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "workbench_train_loss_last_segment": statistics.fmean(wb_train),
         "baseline_train_loss_last_segment": hook.train_losses[-1][1] if hook.train_losses else math.nan,
@@ -308,13 +315,14 @@ def run_benchmark(preset: str = "mini", batch_size: int = 32, steps: int = 60, s
 
 
 def _table(r: dict[str, Any]) -> str:
-    rss = r["peak_rss_gib"]
+    rss, heap = r["peak_rss_gib"], r.get("peak_heap_in_use_gib", {})
     rows = [
         ("", "workbench", "baseline (Trainer)", "compute limit"),
         ("tokens/s", f"{r['workbench_tokens_per_s']:,.0f}", f"{r['baseline_tokens_per_s']:,.0f}",
          f"{r['compute_limit_tokens_per_s']:,.0f}"),
         ("peak RSS GiB", f"{rss.get('workbench', 0):.2f}", f"{rss.get('baseline', 0):.2f}",
          f"{rss.get('compute_limit', 0):.2f}"),
+        ("peak heap in use GiB", *(f"{heap[k]:.2f}" if k in heap else "n/a" for k in ("workbench", "baseline", "compute_limit"))),
         (f"train loss (steps {r['steps'] - r['segment_steps'] + 1}-{r['steps']})",
          f"{r['workbench_train_loss_last_segment']:.3f}", f"{r['baseline_train_loss_last_segment']:.3f}", ""),
         (f"held-out loss @{r['steps']}", f"{r['workbench_heldout']['loss']:.3f}",

@@ -8,13 +8,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from workbench.allocator import retain_freed_memory
+from workbench.allocator import heap_in_use, retain_freed_memory
 
 # A training step's allocation pattern: big activations and small bookkeeping, all freed.
 STEPS = """
 import json, resource, sys, torch
-from workbench.allocator import retain_freed_memory
+from workbench.allocator import heap_in_use, retain_freed_memory
 applied = retain_freed_memory() if sys.argv[1] == "retain" else False
 faults = []
 for step in range(16):
@@ -51,3 +52,14 @@ def test_retained_heap_stops_page_faults_in_steady_state():
 def test_retain_is_applied_once_and_reports_it():
     assert retain_freed_memory() is True
     assert retain_freed_memory() is True  # idempotent: the second call changes nothing
+
+
+@glibc
+def test_heap_in_use_follows_live_allocations():
+    before = heap_in_use()
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB
+    during = heap_in_use()
+    del block
+    after = heap_in_use()
+    assert during - before >= 60 * 2**20  # counted while alive ...
+    assert during - after >= 60 * 2**20  # ... and no longer once freed, even with the heap retained
