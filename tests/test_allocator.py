@@ -15,7 +15,7 @@ from workbench.allocator import heap_in_use, retain_freed_memory
 # A training step's allocation pattern: big activations and small bookkeeping, all freed.
 STEPS = """
 import json, resource, sys, torch
-from workbench.allocator import heap_in_use, retain_freed_memory
+from workbench.allocator import retain_freed_memory
 applied = retain_freed_memory() if sys.argv[1] == "retain" else False
 faults = []
 for step in range(16):

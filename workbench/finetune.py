@@ -2,8 +2,9 @@
 
 One loop on accelerate, with the pretraining loop's speed features: bf16 autocast where the
 hardware has it, sdpa attention on CUDA (eager on CPU, where it is faster), fused AdamW,
-optional torch.compile, warm-up then linear decay, gradient clipping and dynamic padding. Early stopping validates on a stratified
-sample and restores the best weights before the test split is scored.
+optional torch.compile, warm-up then linear decay, gradient clipping and dynamic padding.
+Early stopping validates on a stratified sample and restores the best weights before the
+test split is scored.
 
 Bad input policy: a missing column, a single class, an empty split, a tokenizer/checkpoint
 vocabulary mismatch raise a one-line :class:`WorkbenchError`. Test (and validation) examples
