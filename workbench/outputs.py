@@ -191,6 +191,12 @@ class OutputDir:
         out.clean_temporaries()
         return out
 
+    @classmethod
+    def read(cls, path: str | Path) -> OutputDir:
+        """A read-only view of ``path``'s manifest: nothing is checked, created or cleaned."""
+        path = Path(path).expanduser()
+        return cls(path, "", cls._read_entries(path))
+
     @staticmethod
     def _read_entries(path: Path) -> dict[str, dict[str, Any]]:
         try:
@@ -290,15 +296,15 @@ class OutputDir:
         self._record(name, {**record, "identity": _identity(final.lstat(), kind)})
         return final
 
-    def write_text(self, name: str, text: str) -> Path:
-        """Write file ``name`` atomically and record it."""
+    def write_text(self, name: str, text: str, kind: str = "file") -> Path:
+        """Write file ``name`` atomically and record it (``kind="log"`` for a file appended to later)."""
         tmp = self.tmp_path(name)
         try:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
-            return self.commit(tmp, name, "file")
+            return self.commit(tmp, name, kind)
         finally:
             tmp.unlink(missing_ok=True)
 
