@@ -237,9 +237,9 @@ class OutputDir:
             st = (self.path / name).lstat()
         except FileNotFoundError:
             return True
-        if _identity(st, record.get("kind", "")) == record.get("identity"):
-            return True
-        return record.get("kind") != "log" and _mismatch(self.path / name, record) is None
+        return any(_identity(st, r.get("kind", "")) == r.get("identity")
+                   or r.get("kind") != "log" and _mismatch(self.path / name, r) is None
+                   for r in (record, record.get("previous") or record))
 
     def owned(self) -> list[str]:
         """Entries present in the folder that the workbench wrote, sorted."""
@@ -279,11 +279,19 @@ class OutputDir:
         """Rename ``src`` (a temporary in this folder) to ``name`` atomically and record it.
 
         An existing ``name`` must be the workbench's: a foreign one is refused, not replaced.
+        The record is written before the rename (a rename keeps inode and mtime), so a process
+        killed in between never leaves an entry of its own that reads as foreign; the record
+        keeps the replaced entry's identity too, so that one stays ours if the rename never came.
         """
         self.check_writable([name])
         kind = kind or ("dir" if src.is_dir() else "file")
-        record = {**_describe(src, kind), "command": self.command, "time": round(time.time(), 3)}
+        record = {**_describe(src, kind), "command": self.command, "time": round(time.time(), 3),
+                  "identity": _identity(src.lstat(), kind)}
         final = self.path / name
+        previous = self.entries.get(name)
+        if previous is not None and os.path.lexists(final):
+            record["previous"] = {k: v for k, v in previous.items() if k != "previous"}
+        self._record(name, record)
         if final.is_dir() and not final.is_symlink():  # os.replace cannot replace a folder
             old = self.path / _temp_name(name, "old")
             os.replace(final, old)
@@ -293,7 +301,6 @@ class OutputDir:
             if final.exists() and src.is_dir():
                 final.unlink()
             os.replace(src, final)
-        self._record(name, {**record, "identity": _identity(final.lstat(), kind)})
         return final
 
     def write_text(self, name: str, text: str, kind: str = "file") -> Path:
@@ -323,15 +330,12 @@ class OutputDir:
         finally:
             _remove(tmp)
 
-    def claim(self, name: str, kind: str = "log") -> Path:
-        """Record ``name`` as the workbench's before writing it by other means (e.g. an appended log)."""
+    def claim(self, name: str) -> Path:
+        """Make ``name`` a log of the workbench's (created empty if missing), to be appended to later."""
         self.check_writable([name])
         path = self.path / name
-        self.path.mkdir(parents=True, exist_ok=True)
-        if kind == "log":
-            path.touch()
-        self._record(name, {"kind": kind, "command": self.command, "time": round(time.time(), 3),
-                            "identity": _identity(path.lstat(), kind) if path.exists() else None})
+        if not path.is_file():  # an existing one passed check_writable: it is ours already
+            self.write_text(name, "", kind="log")
         return path
 
     def adopt(self, name: str, kind: str) -> None:
