@@ -170,6 +170,16 @@ def _mismatch(path: Path, record: dict[str, Any]) -> str | None:
     return None
 
 
+def _same_entry(path: Path, st: os.stat_result, record: dict[str, Any]) -> bool:
+    kind = record.get("kind", "")
+    if _identity(st, kind) == record.get("identity"):
+        return True
+    if kind == "dir":
+        files = record.get("files") or {}
+        return path.is_dir() and bool(files) and all((path / rel).is_file() for rel in files)
+    return kind == "file" and _mismatch(path, record) is None
+
+
 class OutputDir:
     """A folder the workbench writes into, with the manifest of the entries it owns."""
 
@@ -225,8 +235,9 @@ class OutputDir:
     def owns(self, name: str) -> bool:
         """True if ``name`` was written by the workbench and is still what it wrote (or is gone).
 
-        "Still what it wrote": the same inode (a damaged entry of ours stays ours), or the same
-        content as recorded (a copied folder); a user's file put under a recorded name is foreign.
+        "Still what it wrote": the same inode (a damaged entry of ours stays ours), or for a copy
+        of the folder the same content (files) or the same file names (folders, whose files
+        may be damaged); a user's file put under a recorded name is foreign.
         """
         if name == MANIFEST or is_workbench_temp(name):
             return True
@@ -237,9 +248,7 @@ class OutputDir:
             st = (self.path / name).lstat()
         except FileNotFoundError:
             return True
-        return any(_identity(st, r.get("kind", "")) == r.get("identity")
-                   or r.get("kind") != "log" and _mismatch(self.path / name, r) is None
-                   for r in (record, record.get("previous") or record))
+        return any(_same_entry(self.path / name, st, r) for r in (record, record.get("previous") or record))
 
     def owned(self) -> list[str]:
         """Entries present in the folder that the workbench wrote, sorted."""
