@@ -210,3 +210,16 @@ def test_claimed_logs_stay_owned_while_they_grow(tmp_path):
     assert later.owns("metrics.jsonl")
     later.claim("metrics.jsonl")
     assert log.read_text() == '{"step": 1}\n'
+
+
+def test_a_copied_log_that_grew_stays_owned(tmp_path):
+    out = OutputDir.open(tmp_path / "a", "pretrain")
+    with open(out.claim("metrics.jsonl"), "a") as f:
+        f.write('{"step": 1}\n')
+    out.refresh("metrics.jsonl")  # as at each checkpoint
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # new inodes
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 2}\n')
+    assert OutputDir.open(tmp_path / "b", "pretrain").owns("metrics.jsonl")
+    (tmp_path / "b" / "metrics.jsonl").write_text("my own log, same name\n")
+    assert OutputDir.open(tmp_path / "b", "pretrain").foreign() == ["metrics.jsonl"]

@@ -124,8 +124,10 @@ def _describe(path: Path, kind: str) -> dict[str, Any]:
         files = {str(p.relative_to(path)): p.stat().st_size
                  for p in sorted(path.rglob("*")) if p.is_file()}
         return {"kind": kind, "files": files}
-    if kind == "log":  # appended to while a run goes on: no content to check
-        return {"kind": kind}
+    if kind == "log":  # appended to while a run goes on: its start is what stays the same
+        with open(path, "rb") as f:
+            head = f.read(_HASH_LIMIT)
+        return {"kind": kind, "prefix_size": len(head), "prefix_sha256": hashlib.sha256(head).hexdigest()}
     size = path.stat().st_size
     record: dict[str, Any] = {"kind": kind, "size": size}
     if size <= _HASH_LIMIT:
@@ -177,6 +179,12 @@ def _same_entry(path: Path, st: os.stat_result, record: dict[str, Any]) -> bool:
     if kind == "dir":
         files = record.get("files") or {}
         return path.is_dir() and bool(files) and all((path / rel).is_file() for rel in files)
+    if kind == "log":  # a copy, since grown: it still starts with what was recorded
+        n = record.get("prefix_size", 0)
+        if n <= 0 or not path.is_file() or path.stat().st_size < n:
+            return False
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read(n)).hexdigest() == record.get("prefix_sha256")
     return kind == "file" and _mismatch(path, record) is None
 
 
@@ -346,6 +354,13 @@ class OutputDir:
         if not path.is_file():  # an existing one passed check_writable: it is ours already
             self.write_text(name, "", kind="log")
         return path
+
+    def refresh(self, name: str) -> None:
+        """Re-record owned log ``name`` as it is now (its start), so a copy of the folder stays ours."""
+        path = self.path / name
+        record = self.entries.get(name)
+        if record is not None and record.get("kind") == "log" and path.is_file() and self.owns(name):
+            self._record(name, {**record, **_describe(path, "log"), "identity": _identity(path.lstat(), "log")})
 
     def adopt(self, name: str, kind: str) -> None:
         """Record an existing entry as the workbench's (only for entries it provably wrote, e.g. a cache key)."""

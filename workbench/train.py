@@ -198,6 +198,7 @@ class Pretrainer:
                   "`launch --cpu --num_processes N` starts a single process (multi-CPU needs mpirun); "
                   "use `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N` (torchrun, gloo)",
                   file=sys.stderr)
+        checked_out = self._check_out()  # before any work: a refusal costs nothing
         set_seed(cfg.seed)  # python, numpy, torch and CUDA: initialisation is reproducible
         self.data = data if data is not None else self._load_data()
         self.tokenizer = self.data.tokenizer
@@ -219,7 +220,7 @@ class Pretrainer:
         self.majority_accuracy = float(max(np.mean(labels == 0), np.mean(labels == 1)))
         self.run_config = self._run_config()
 
-        resume_from = self._prepare_out()
+        resume_from = self._prepare_out(*checked_out)
         self.model = self._build_model(resume_from)
         self.raw_module = PretrainingModule(self.model)
         self.module = self.acc.prepare(self.raw_module)  # device placement, DDP when launched
@@ -306,12 +307,13 @@ class Pretrainer:
             "precision": self.precision,
         }
 
-    def _prepare_out(self) -> Path | None:
-        """Check --out (every process, read-only), then the main process claims it.
+    def _check_out(self) -> tuple[Path | None, bool]:
+        """Check --out before any work (every process, read-only): the checkpoint to resume from, and
+        whether OUT holds a run of ours.
 
         Only entries the workbench recorded in OUT's manifest are replaced or deleted; a foreign
         entry under a name this run writes (run.json, metrics.jsonl, a checkpoint-STEP it will
-        save) is refused before anything changes, with or without --overwrite.
+        save) is refused here, with or without --overwrite.
         """
         cfg = self.cfg
         out = check_out_path(cfg.out)
@@ -324,11 +326,6 @@ class Pretrainer:
                 raise WorkbenchError(f"--resume: {out} holds no workbench run (no {RUN_FILE} written by workbench); "
                                      "pass the --out of the run to continue")
             resume_from = self._loadable_checkpoint(out) if ours else None
-            previous = _read_json(resume_from / RUN_CONFIG if resume_from else out / RUN_FILE) if ours else None
-            if previous is not None:
-                self._check_same_config(previous)
-            if resume_from is None and self.is_main:
-                print(f"--resume: no checkpoint in {out} yet; starting from step 0", file=sys.stderr)
         elif ours and not cfg.overwrite:
             last = latest_checkpoint(out)
             where = f"its last checkpoint is step {checkpoint_step(last)}" if last else "it has no checkpoint"
@@ -340,6 +337,17 @@ class Pretrainer:
                 "pass an empty or new --out, or --overwrite to write beside them (they are kept)"
             )
         view.check_writable(self._planned_names(resume_from))
+        return resume_from, ours
+
+    def _prepare_out(self, resume_from: Path | None, ours: bool) -> Path | None:
+        """Compare a resumed run's config with this one, then the main process claims --out."""
+        cfg, out = self.cfg, Path(self.cfg.out)
+        if cfg.resume:
+            previous = _read_json(resume_from / RUN_CONFIG if resume_from else out / RUN_FILE) if ours else None
+            if previous is not None:
+                self._check_same_config(previous)
+            if resume_from is None and self.is_main:
+                print(f"--resume: no checkpoint in {out} yet; starting from step 0", file=sys.stderr)
         self.acc.wait_for_everyone()  # every process has checked before anything changes
         self.outdir = OutputDir.open(out, "pretrain") if self.is_main else None
         if self.outdir is not None and resume_from is None:
@@ -627,6 +635,8 @@ class Pretrainer:
         if self.is_main:
             path = save_checkpoint(self.outdir or self.cfg.out, self.step, self.model, self.tokenizer, self.run_config,
                                    state, rngs, self.cfg.keep_checkpoints)
+            if self.outdir is not None:
+                self.outdir.refresh(METRICS_FILE)  # a copy of the run folder is still recognised as ours
         self.acc.wait_for_everyone()
         self.last_checkpoint = path
         return path
@@ -652,6 +662,7 @@ class Pretrainer:
         }
         if self.outdir is not None:  # the main process
             self.outdir.write_json(EVAL_FILE, summary)
+            self.outdir.refresh(METRICS_FILE)
         return PretrainResult(Path(self.cfg.out), self.last_checkpoint, summary, self.history, self.model,
                               self.tokenizer, self.step, tps, wall, self.is_main)
 
