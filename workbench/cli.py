@@ -19,6 +19,7 @@ from .config import (
     config_from_dict,
 )
 from .errors import WorkbenchError
+from .outputs import OutputDir, check_out_path
 
 __all__ = ["main", "build_parser", "add_config_args", "format_table"]
 
@@ -62,9 +63,12 @@ def format_table(rows: dict[str, Any], title: str = "") -> str:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
+    cfg = _config(DataConfig, args)
+    if args.out is not None:
+        check_out_path(args.out)  # before the heavy imports: a refusal is instant
+
     from .pretraining_data import prepare_dataset
 
-    cfg = _config(DataConfig, args)
     data = prepare_dataset(cfg, out_dir=args.out)
     print(format_table(data.stats, f"prepared {data.path}"))
     for warning in data.stats.get("warnings", []):
@@ -87,13 +91,12 @@ HEAD_STATS = "head_stats.csv"
 
 
 def _cmd_heads(args: argparse.Namespace) -> int:
-    from . import attention
-    from .data import iter_documents
-    from .outputs import OutputDir
-
     cfg = _config(AttentionConfig, args)
     out = OutputDir.open(args.out, "heads", create=False)  # before any work: a file or a foreign csv is refused
     out.check_writable([HEAD_STATS])
+
+    from . import attention
+    from .data import iter_documents
     model, tokenizer = attention.load_attention_model(cfg.model)
     documents = list(iter_documents(cfg.corpus))
     segments = attention.sample_segments(documents, cfg.segments, tokenizer, cfg.max_seq_length, cfg.seed)
