@@ -13,12 +13,12 @@ import pytest
 
 from workbench.errors import WorkbenchError
 from workbench.report import (
-    _plan,
     load_params_file,
     record_metrics,
     register_cli,
     write_reports_index,
 )
+from workbench.report.params import plan as _plan
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
