@@ -134,8 +134,10 @@ def _execute_one(src: Path, out: Path, params: dict[str, Any], cwd: Path, timeou
                 resources={"metadata": {"path": str(cwd)}},
                 progress_bar=False, log_output=False, request_save_on_cell_execute=True,
                 execution_timeout=timeout,
-                # ipykernel 7 warns about TCP transport on every start; that's noise in a batch log.
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                # ipykernel 7 warns about TCP transport on every start, and a kernel stopped
+                # mid-cell (SIGTERM) logs a ZMQ traceback: noise in a batch log. Cell errors
+                # still reach the notebook and the run's record.
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
     except PapermillExecutionError as exc:
         return f"{exc.ename}: {first_line(exc.evalue)} (cell In [{exc.exec_count}])"

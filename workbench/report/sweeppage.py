@@ -34,14 +34,17 @@ class Group:
     def __init__(self, label: str, runs: list[RunResult]) -> None:
         self.label, self.runs = label, runs
         self.values: dict[str, dict[Any, float]] = {}  # metric -> seed -> value, ok runs only
+        self.texts: dict[str, set[str]] = {}  # metric -> its text values (a task name, a flag)
         for r in runs:
             if not r.ok:
                 continue
             seed = (r.combination or {}).get("seed")
-            numbers = {k: v for k, v in order_metrics(r.metrics).items()
-                       if isinstance(v, int | float) and not isinstance(v, bool) and not k.endswith(_SKIP_SUFFIXES)}
-            for k, v in {**final_values(read_curves(r)), **numbers}.items():
-                self.values.setdefault(k, {})[seed] = float(v)
+            for k, v in {**final_values(read_curves(r)), **order_metrics(r.metrics)}.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    if not k.endswith(_SKIP_SUFFIXES):
+                        self.values.setdefault(k, {})[seed] = float(v)
+                elif v is not None:
+                    self.texts.setdefault(k, set()).add(str(v))
 
     def interval(self, metric: str) -> tuple[float, float, float] | None:
         """(mean, low, high) over seeds; None with fewer than two."""
@@ -68,7 +71,7 @@ def compare_cell(group: Group, base: Group, metric: str) -> str:
     """One cell: the value or mean ± half-width, and against the baseline: the paired Δ and the noise mark."""
     vals = group.values.get(metric, {})
     if not vals:
-        return ""
+        return html.escape(", ".join(sorted(group.texts.get(metric, ()))))
     own = group.interval(metric)
     if own is None:
         return esc(next(iter(vals.values())))
@@ -91,7 +94,7 @@ def compare_cell(group: Group, base: Group, metric: str) -> str:
 
 def summary_rows(groups: Sequence[Group]) -> list[list[str]]:
     """One row per metric, one column per combination."""
-    metrics = list(dict.fromkeys(m for g in groups for m in order_metrics(dict.fromkeys(g.values))))
+    metrics = list(dict.fromkeys(m for g in groups for m in order_metrics(dict.fromkeys([*g.values, *g.texts]))))
     return [[html.escape(m), *(compare_cell(g, groups[0], m) for g in groups)] for m in metrics]
 
 
