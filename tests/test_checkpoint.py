@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import pickle
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,16 +121,20 @@ def test_a_crash_mid_save_leaves_no_partial_checkpoint(tmp_path, tiny, minilm_to
     monkeypatch.undo()
     assert not (tmp_path / "checkpoint-2").exists()  # never half-written under the real name
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-1"
-    assert list(tmp_path.glob(".checkpoint-2.tmp-*"))
+    assert not list(tmp_path.glob(".checkpoint-2.tmp-*"))  # the failed save cleaned up after itself
+    # A process killed while saving leaves its temporary: the next run removes it (its pid is gone).
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / f".checkpoint-2.tmp-{int(dead.stdout)}.00ff").mkdir()
+    (tmp_path / f".checkpoint-2.tmp-{int(dead.stdout)}.00ff" / "model.safetensors").write_bytes(b"half")
     clean_stale(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".workbench-manifest.json", "checkpoint-1"]
     assert load_training_state(tmp_path / "checkpoint-1")["step"] == 1
 
 
 def test_resaving_a_step_replaces_it_atomically(tmp_path, tiny, minilm_tokenizer):
     _save(tmp_path, 3, tiny, minilm_tokenizer)
     _save(tmp_path, 3, tiny, minilm_tokenizer)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-3"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".workbench-manifest.json", "checkpoint-3"]
 
 
 def test_write_json_atomic(tmp_path):

@@ -236,11 +236,16 @@ def test_max_seq_length_above_position_limit(tmp_path):
         prepare_dataset(DataConfig(max_seq_length=1024, cache_dir=str(tmp_path)))
 
 
-def test_out_dir_with_unrelated_files_is_refused(tmp_path):
+def test_out_dir_keeps_unrelated_files_and_refuses_a_foreign_stats_json(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(WorkbenchError, match="not a prepared dataset"):
-        prepare_dataset(DataConfig(max_documents=5), out_dir=tmp_path)
-    assert (tmp_path / "notes.txt").read_text() == "mine"
+    data = prepare_dataset(DataConfig(max_documents=5, cache_dir=str(tmp_path / "c")), out_dir=tmp_path)
+    assert data.stats["documents"] == 5 and (tmp_path / "notes.txt").read_text() == "mine"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "stats.json").write_text("{}")
+    with pytest.raises(WorkbenchError, match="holds stats.json, which workbench did not write"):
+        prepare_dataset(DataConfig(max_documents=5, cache_dir=str(tmp_path / "c")), out_dir=other)
+    assert sorted(p.name for p in other.iterdir()) == ["stats.json"]
 
 
 def test_a_one_document_validation_split_joins_train(tmp_path, capsys):

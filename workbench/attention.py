@@ -81,7 +81,10 @@ def load_attention_model(spec: str, device: str | None = None) -> tuple[Any, Any
     """Load any BERT checkpoint's encoder with eager attention (so weights are returned), in eval mode."""
     from transformers import AutoModel, AutoTokenizer
 
+    from .checkpoint import check_model_checkpoint  # lazy: as resolve_pretrained's
+
     path = resolve_pretrained(spec)
+    check_model_checkpoint(path)  # a damaged checkpoint: one line offering the previous good one
     try:
         # AutoModel on a BertForPreTraining/BertForMaskedLM checkpoint loads just the encoder;
         # sdpa (the default) returns no attention weights, hence eager.

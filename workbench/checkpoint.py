@@ -9,33 +9,43 @@
 - ``rng_state_RANK.pt``: python, numpy and torch (and CUDA) generators of each process.
 
 A checkpoint is written to a hidden temporary sibling and renamed into place, so a directory
-named ``checkpoint-STEP`` is always complete. State files hold only tensors and plain
-containers and are read with ``torch.load(weights_only=True)``, never arbitrary pickle.
+named ``checkpoint-STEP`` is always complete when written; it is recorded in the folder's
+manifest (:mod:`workbench.outputs`), and only recorded checkpoints are listed, pruned or
+resumed from: a user's folder named ``checkpoint-7`` is left alone. A checkpoint damaged later
+(a truncated copy, a full disk) is detected by :func:`checkpoint_problem` before it is loaded.
+State files hold only tensors and plain containers and are read with
+``torch.load(weights_only=True)``, never arbitrary pickle.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import pickle
 import random
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from transformers.utils import logging as hf_logging
+
+from .errors import WorkbenchError
+from .outputs import MANIFEST, OutputDir, write_json_atomic
 
 __all__ = [
     "CHECKPOINT_PREFIX",
     "RUN_CONFIG",
     "TRAINING_STATE",
     "capture_rng_state",
+    "check_model_checkpoint",
+    "checkpoint_problem",
     "checkpoint_step",
     "clean_stale",
     "latest_checkpoint",
     "list_checkpoints",
+    "loadable_checkpoint",
     "load_rng_state",
     "load_training_state",
     "prune_checkpoints",
@@ -47,15 +57,8 @@ __all__ = [
 CHECKPOINT_PREFIX = "checkpoint-"
 TRAINING_STATE = "training_state.pt"
 RUN_CONFIG = "workbench.json"
+WEIGHTS = "model.safetensors"
 _NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to a temporary sibling, then rename it over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def checkpoint_step(path: str | Path) -> int:
@@ -67,35 +70,115 @@ def checkpoint_step(path: str | Path) -> int:
 
 
 def list_checkpoints(out_dir: str | Path) -> list[Path]:
-    """Complete checkpoints in ``out_dir``, oldest first."""
+    """The workbench's checkpoints in ``out_dir``, oldest first (damaged ones included).
+
+    In a folder with a manifest, only the checkpoints it records; in one written before
+    manifests existed, the ``checkpoint-STEP`` dirs that hold a training state.
+    """
     out = Path(out_dir)
     if not out.is_dir():
         return []
-    found = [p for p in out.iterdir() if _NAME.match(p.name) and (p / TRAINING_STATE).is_file()]
+    found = [p for p in out.iterdir() if _NAME.match(p.name) and p.is_dir()]
+    if (out / MANIFEST).is_file():
+        owner = OutputDir.read(out)
+        found = [p for p in found if p.name in owner.entries and owner.owns(p.name)]
+    else:
+        found = [p for p in found if (p / TRAINING_STATE).is_file()]
     return sorted(found, key=checkpoint_step)
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint, or None."""
+    """The newest checkpoint (it may be damaged: see :func:`loadable_checkpoint`), or None."""
     found = list_checkpoints(out_dir)
     return found[-1] if found else None
 
 
-def prune_checkpoints(out_dir: str | Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` checkpoints; returns the deleted paths."""
-    found = list_checkpoints(out_dir)
+def _owner(out_dir: str | Path | OutputDir) -> OutputDir:
+    return out_dir if isinstance(out_dir, OutputDir) else OutputDir.open(out_dir, "pretrain")
+
+
+def prune_checkpoints(out_dir: str | Path | OutputDir, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` of the workbench's checkpoints; returns the deleted paths."""
+    owner = _owner(out_dir)
+    found = list_checkpoints(owner.path)
     doomed = found[: max(len(found) - keep, 0)]
-    for path in doomed:
-        shutil.rmtree(path)
-    return doomed
+    return [path for path in doomed if owner.remove(path.name)]
 
 
-def clean_stale(out_dir: str | Path) -> None:
-    """Remove temporary checkpoint dirs left by a process killed while saving."""
-    out = Path(out_dir)
-    if out.is_dir():
-        for p in out.glob(f".{CHECKPOINT_PREFIX}*.tmp-*"):
-            shutil.rmtree(p, ignore_errors=True)
+def clean_stale(out_dir: str | Path) -> list[str]:
+    """Remove temporaries left by a process killed while saving; returns their names."""
+    if not Path(out_dir).is_dir():
+        return []
+    return OutputDir.open(out_dir, "pretrain", create=False).clean_temporaries()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, pickle.UnpicklingError):  # weights_only refused a non-tensor object
+        return "it holds objects other than tensors, and no pickle is ever executed"
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text[:160]
+
+
+def checkpoint_problem(path: str | Path, state: bool = True) -> str | None:
+    """What makes checkpoint ``path`` unusable (a missing, truncated or unreadable file), or None.
+
+    Cheap: sizes against the manifest, the safetensors header, and the state files memory-mapped
+    with ``weights_only=True``. ``state=False`` checks only what loading the model needs.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return "it is not a folder"
+    owner = OutputDir.read(path.parent)
+    if path.name in owner.entries and (why := owner.verify(path.name)):
+        return why.removeprefix(f"{path.name}/")
+    needed = ["config.json", WEIGHTS] + ([RUN_CONFIG, TRAINING_STATE] if state else [])
+    for name in needed:
+        if not (path / name).is_file():
+            return f"{name} is missing"
+    for name in ("config.json", RUN_CONFIG) if state else ("config.json",):
+        try:
+            json.loads((path / name).read_text())
+        except (OSError, ValueError) as exc:
+            return f"{name} is unreadable ({_reason(exc)})"
+    try:
+        with safe_open(str(path / WEIGHTS), "pt") as f:
+            f.keys()  # the header is checked against the file size: a truncated file fails here
+    except Exception as exc:  # SafetensorError, OSError: both mean unreadable
+        return f"{WEIGHTS} is unreadable ({_reason(exc)})"
+    if state:
+        for file in [path / TRAINING_STATE, *sorted(path.glob("rng_state_*.pt"))]:
+            try:
+                torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as exc:  # RuntimeError (zip), UnpicklingError, EOFError
+                return f"{file.name} is unreadable ({_reason(exc)})"
+    return None
+
+
+def loadable_checkpoint(out_dir: str | Path, state: bool = True) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint in ``out_dir`` that loads, and the newer damaged ones with their problems."""
+    damaged: list[tuple[Path, str]] = []
+    for path in reversed(list_checkpoints(out_dir)):
+        problem = checkpoint_problem(path, state)
+        if problem is None:
+            return path, damaged
+        damaged.append((path, problem))
+    return None, damaged
+
+
+def check_model_checkpoint(path: str | Path, flag: str = "--model") -> None:
+    """A one-line WorkbenchError if the model in checkpoint dir ``path`` is damaged, offering the previous good one."""
+    path = Path(path)
+    if not ((path / WEIGHTS).exists() or _NAME.match(path.name)):
+        return  # not a saved model of this kind (a hub name, a sharded model): its loader decides
+    problem = checkpoint_problem(path, state=False)
+    if problem is None:
+        return
+    earlier = ([p for p in list_checkpoints(path.parent) if checkpoint_step(p) < checkpoint_step(path)]
+               if _NAME.match(path.name) else [])
+    good = next((p for p in reversed(earlier) if checkpoint_problem(p, state=False) is None), None)
+    offer = (f"pass the previous good one, {flag} {good}" if good is not None
+             else "pass another checkpoint (no earlier one here loads)")
+    raise WorkbenchError(f"checkpoint {path} is damaged ({problem}); {offer}")
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -122,35 +205,29 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(out_dir: str | Path, step: int, model: Any, tokenizer: Any,
+def save_checkpoint(out_dir: str | Path | OutputDir, step: int, model: Any, tokenizer: Any,
                     run_config: dict[str, Any], training_state: dict[str, Any],
                     rng_states: list[dict[str, Any]], keep: int) -> Path:
-    """Write ``OUT/checkpoint-STEP`` atomically and keep the newest ``keep`` checkpoints."""
-    out = Path(out_dir)
-    final = out / f"{CHECKPOINT_PREFIX}{step}"
-    tmp = out / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # no "Writing model shards" bar at every checkpoint
-    try:
-        model.save_pretrained(str(tmp))  # safetensors; the tied decoder is stored once
-        tokenizer.save_pretrained(str(tmp))
-    finally:
-        if bar:
-            hf_logging.enable_progress_bar()
-    write_json_atomic(tmp / RUN_CONFIG, run_config)
-    for rank, rng in enumerate(rng_states):
-        torch.save(rng, tmp / f"rng_state_{rank}.pt")
-    torch.save(training_state, tmp / TRAINING_STATE)
-    if final.exists():  # e.g. re-saving a step after a resume: swap, then drop the old copy
-        old = out / f".{final.name}.old-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    prune_checkpoints(out, keep)
+    """Write ``OUT/checkpoint-STEP`` atomically, record it, and keep the newest ``keep`` checkpoints."""
+    owner = _owner(out_dir)
+
+    def build(tmp: Path) -> None:
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Writing model shards" bar at every checkpoint
+        try:
+            model.save_pretrained(str(tmp))  # safetensors; the tied decoder is stored once
+            tokenizer.save_pretrained(str(tmp))
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
+        write_json_atomic(tmp / RUN_CONFIG, run_config)
+        for rank, rng in enumerate(rng_states):
+            torch.save(rng, tmp / f"rng_state_{rank}.pt")
+        torch.save(training_state, tmp / TRAINING_STATE)
+
+    # e.g. re-saving a step after a resume: the old copy is swapped out, then dropped
+    final = owner.replace_dir(f"{CHECKPOINT_PREFIX}{step}", build)
+    prune_checkpoints(owner, keep)
     return final
 
 

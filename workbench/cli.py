@@ -83,25 +83,33 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+HEAD_STATS = "head_stats.csv"
+
+
 def _cmd_heads(args: argparse.Namespace) -> int:
     from . import attention
     from .data import iter_documents
+    from .outputs import OutputDir
 
     cfg = _config(AttentionConfig, args)
+    out = OutputDir.open(args.out, "heads", create=False)  # before any work: a file or a foreign csv is refused
+    out.check_writable([HEAD_STATS])
     model, tokenizer = attention.load_attention_model(cfg.model)
     documents = list(iter_documents(cfg.corpus))
     segments = attention.sample_segments(documents, cfg.segments, tokenizer, cfg.max_seq_length, cfg.seed)
     stats = attention.head_statistics(
         attention.collect_attentions(model, tokenizer, segments, max_length=cfg.max_seq_length)
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    tmp = args.out / ".head_stats.csv.tmp"
-    stats.to_csv(tmp, index=False, float_format="%.5f")
-    tmp.replace(args.out / "head_stats.csv")
+    tmp = out.tmp_path(HEAD_STATS)
+    try:
+        stats.to_csv(tmp, index=False, float_format="%.5f")
+        out.commit(tmp, HEAD_STATS)
+    finally:
+        tmp.unlink(missing_ok=True)
     notable = attention.notable_heads(stats)
     print(f"{cfg.model}: {len(stats)} heads over {len(segments)} segments of {cfg.corpus}")
     print(notable.to_string(index=False) if len(notable) else "no head passes 0.5 on [CLS]/[SEP]/prev/next")
-    print(f"head statistics: {args.out / 'head_stats.csv'}")
+    print(f"head statistics: {out.path / HEAD_STATS}")
     return 0
 
 

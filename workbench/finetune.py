@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,10 +37,11 @@ from transformers.utils import logging as hf_logging
 
 from .allocator import retain_freed_memory
 from .builtin import resolve_pretrained
-from .checkpoint import latest_checkpoint, write_json_atomic
+from .checkpoint import check_model_checkpoint, latest_checkpoint
 from .config import FinetuneConfig
 from .data import builtin_rt_polarity_path
 from .errors import WorkbenchError
+from .outputs import OutputDir
 from .tokenizer import load_tokenizer
 from .train import lr_multiplier, resolve_attention, resolve_precision
 
@@ -309,6 +309,8 @@ def _checkpoint_path(spec: str) -> str:
         return str(last)
     if not local.exists() and spec.startswith(("/", ".", "~")):
         raise WorkbenchError(f"--model {spec!r} does not exist; pass a checkpoint dir, a hub name or builtin:minilm")
+    if local.is_dir():
+        check_model_checkpoint(local)  # a damaged checkpoint: one line offering the previous good one
     return str(local) if local.exists() else path
 
 
@@ -511,6 +513,9 @@ def _unseen(enc: _Encoded, frame: pd.DataFrame, split: str, warnings: list[str])
 def finetune(cfg: FinetuneConfig, data: TaskData | None = None, callbacks: Sequence[Callback] = ()) -> FinetuneResult:
     """Fine-tune ``cfg.model`` on ``cfg.task``; write OUT/results.json and OUT/predictions.tsv."""
     start_time = time.perf_counter()
+    outdir = OutputDir.open(cfg.out, "finetune", create=False) if cfg.out else None
+    if outdir is not None:  # before any work: a file, or foreign entries under our names, are refused
+        outdir.check_writable([PREDICTIONS_FILE, RESULTS_FILE] + ([MODEL_DIR] if cfg.save_model else []))
     acc = Accelerator()  # as pretraining: `accelerate launch` gives DDP, else one process
     device, world, rank, is_main = acc.device, acc.num_processes, acc.process_index, acc.is_main_process
     launched = str(acc.mixed_precision)
@@ -653,31 +658,24 @@ def finetune(cfg: FinetuneConfig, data: TaskData | None = None, callbacks: Seque
     frame["scored"] = scored
     for i, name in enumerate(data.labels):
         frame[f"p_{name}"] = probs[:, i].round(6)
-    out = Path(cfg.out) if cfg.out else None
-    if out is not None and is_main:
-        _write_outputs(out, results, frame, model, tok, cfg.save_model)
+    if outdir is not None and is_main:
+        _write_outputs(outdir, results, frame, model, tok, cfg.save_model)
     acc.wait_for_everyone()
-    return FinetuneResult(out, results, frame, history, model, tok)
+    return FinetuneResult(outdir.path if outdir else None, results, frame, history, model, tok)
 
 
-def _write_outputs(out: Path, results: dict[str, Any], predictions: pd.DataFrame, model: torch.nn.Module,
+def _write_outputs(out: OutputDir, results: dict[str, Any], predictions: pd.DataFrame, model: torch.nn.Module,
                    tok: PreTrainedTokenizerBase, save_model: bool) -> None:
-    """Predictions, model and results.json, each written beside its final name then renamed."""
-    if out.exists() and not out.is_dir():
-        raise WorkbenchError(f"--out {out} is a file; pass a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{PREDICTIONS_FILE}.tmp-{os.getpid()}"
-    predictions.to_csv(tmp, sep="\t", index=False, quoting=csv.QUOTE_MINIMAL)
-    os.replace(tmp, out / PREDICTIONS_FILE)
+    """Predictions, model and results.json, each built in a temporary, renamed and recorded in OUT's manifest."""
+    tmp = out.tmp_path(PREDICTIONS_FILE)
+    try:
+        predictions.to_csv(tmp, sep="\t", index=False, quoting=csv.QUOTE_MINIMAL)
+        out.commit(tmp, PREDICTIONS_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
     if save_model:
-        import shutil
-
-        tmp_dir = out / f".{MODEL_DIR}.tmp-{os.getpid()}"
-        model.save_pretrained(tmp_dir)
-        tok.save_pretrained(tmp_dir)
-        shutil.rmtree(out / MODEL_DIR, ignore_errors=True)
-        os.replace(tmp_dir, out / MODEL_DIR)
-    write_json_atomic(out / RESULTS_FILE, results)  # last: its presence means the run finished
+        out.replace_dir(MODEL_DIR, lambda tmp_dir: (model.save_pretrained(tmp_dir), tok.save_pretrained(tmp_dir)))
+    out.write_json(RESULTS_FILE, results)  # last: its presence means the run finished
 
 
 # ----------------------------------------------------------------------------- learning curves

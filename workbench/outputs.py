@@ -170,6 +170,16 @@ def _mismatch(path: Path, record: dict[str, Any]) -> str | None:
     return None
 
 
+def _same_entry(path: Path, st: os.stat_result, record: dict[str, Any]) -> bool:
+    kind = record.get("kind", "")
+    if _identity(st, kind) == record.get("identity"):
+        return True
+    if kind == "dir":
+        files = record.get("files") or {}
+        return path.is_dir() and bool(files) and all((path / rel).is_file() for rel in files)
+    return kind == "file" and _mismatch(path, record) is None
+
+
 class OutputDir:
     """A folder the workbench writes into, with the manifest of the entries it owns."""
 
@@ -190,6 +200,12 @@ class OutputDir:
         out = cls(path, command, cls._read_entries(path))
         out.clean_temporaries()
         return out
+
+    @classmethod
+    def read(cls, path: str | Path) -> OutputDir:
+        """A read-only view of ``path``'s manifest: nothing is checked, created or cleaned."""
+        path = Path(path).expanduser()
+        return cls(path, "", cls._read_entries(path))
 
     @staticmethod
     def _read_entries(path: Path) -> dict[str, dict[str, Any]]:
@@ -219,8 +235,9 @@ class OutputDir:
     def owns(self, name: str) -> bool:
         """True if ``name`` was written by the workbench and is still what it wrote (or is gone).
 
-        "Still what it wrote": the same inode (a damaged entry of ours stays ours), or the same
-        content as recorded (a copied folder); a user's file put under a recorded name is foreign.
+        "Still what it wrote": the same inode (a damaged entry of ours stays ours), or for a copy
+        of the folder the same content (files) or the same file names (folders, whose files
+        may be damaged); a user's file put under a recorded name is foreign.
         """
         if name == MANIFEST or is_workbench_temp(name):
             return True
@@ -231,9 +248,7 @@ class OutputDir:
             st = (self.path / name).lstat()
         except FileNotFoundError:
             return True
-        if _identity(st, record.get("kind", "")) == record.get("identity"):
-            return True
-        return record.get("kind") != "log" and _mismatch(self.path / name, record) is None
+        return any(_same_entry(self.path / name, st, r) for r in (record, record.get("previous") or record))
 
     def owned(self) -> list[str]:
         """Entries present in the folder that the workbench wrote, sorted."""
@@ -273,11 +288,19 @@ class OutputDir:
         """Rename ``src`` (a temporary in this folder) to ``name`` atomically and record it.
 
         An existing ``name`` must be the workbench's: a foreign one is refused, not replaced.
+        The record is written before the rename (a rename keeps inode and mtime), so a process
+        killed in between never leaves an entry of its own that reads as foreign; the record
+        keeps the replaced entry's identity too, so that one stays ours if the rename never came.
         """
         self.check_writable([name])
         kind = kind or ("dir" if src.is_dir() else "file")
-        record = {**_describe(src, kind), "command": self.command, "time": round(time.time(), 3)}
+        record = {**_describe(src, kind), "command": self.command, "time": round(time.time(), 3),
+                  "identity": _identity(src.lstat(), kind)}
         final = self.path / name
+        previous = self.entries.get(name)
+        if previous is not None and os.path.lexists(final):
+            record["previous"] = {k: v for k, v in previous.items() if k != "previous"}
+        self._record(name, record)
         if final.is_dir() and not final.is_symlink():  # os.replace cannot replace a folder
             old = self.path / _temp_name(name, "old")
             os.replace(final, old)
@@ -287,18 +310,17 @@ class OutputDir:
             if final.exists() and src.is_dir():
                 final.unlink()
             os.replace(src, final)
-        self._record(name, {**record, "identity": _identity(final.lstat(), kind)})
         return final
 
-    def write_text(self, name: str, text: str) -> Path:
-        """Write file ``name`` atomically and record it."""
+    def write_text(self, name: str, text: str, kind: str = "file") -> Path:
+        """Write file ``name`` atomically and record it (``kind="log"`` for a file appended to later)."""
         tmp = self.tmp_path(name)
         try:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
-            return self.commit(tmp, name, "file")
+            return self.commit(tmp, name, kind)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -317,15 +339,12 @@ class OutputDir:
         finally:
             _remove(tmp)
 
-    def claim(self, name: str, kind: str = "log") -> Path:
-        """Record ``name`` as the workbench's before writing it by other means (e.g. an appended log)."""
+    def claim(self, name: str) -> Path:
+        """Make ``name`` a log of the workbench's (created empty if missing), to be appended to later."""
         self.check_writable([name])
         path = self.path / name
-        self.path.mkdir(parents=True, exist_ok=True)
-        if kind == "log":
-            path.touch()
-        self._record(name, {"kind": kind, "command": self.command, "time": round(time.time(), 3),
-                            "identity": _identity(path.lstat(), kind) if path.exists() else None})
+        if not path.is_file():  # an existing one passed check_writable: it is ours already
+            self.write_text(name, "", kind="log")
         return path
 
     def adopt(self, name: str, kind: str) -> None:

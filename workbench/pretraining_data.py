@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import sys
@@ -37,6 +36,7 @@ from transformers import PreTrainedTokenizerBase
 from .config import DataConfig
 from .data import CorpusReport, iter_documents, source_fingerprint
 from .errors import WorkbenchError
+from .outputs import MANIFEST, OutputDir
 from .tokenizer import load_tokenizer, position_limit, tokenizer_fingerprint, train_tokenizer
 
 __all__ = [
@@ -426,21 +426,32 @@ def _corpus_documents(cfg: DataConfig, report: CorpusReport | None = None) -> It
 
 
 def _resolve_tokenizer(cfg: DataConfig) -> PreTrainedTokenizerBase:
-    """Load the configured tokenizer, or train one on the corpus (cached by corpus and settings)."""
+    """Load the configured tokenizer, or train one on the corpus (cached by corpus and settings).
+
+    The cache entry is validated (sizes against the manifest, then a load), never trusted: a
+    damaged one is trained again.
+    """
     if cfg.tokenizer != "train":
         return load_tokenizer(cfg.tokenizer)
     key = hashlib.sha256(json.dumps([
         source_fingerprint(cfg.corpus, cfg.text_column), cfg.vocab_size, cfg.lowercase,
         cfg.min_doc_words, cfg.max_documents, cfg.text_column,
     ]).encode()).hexdigest()[:16]
-    path = Path(cfg.cache_dir) / "tokenizers" / key
-    if (path / "tokenizer.json").is_file():
-        return load_tokenizer(str(path))
+    cache = OutputDir.open(Path(cfg.cache_dir) / "tokenizers", "prepare", flag="--cache-dir", create=False)
+    path = cache.path / key
+    if key not in cache.entries and (path / "tokenizer.json").is_file():
+        cache.adopt(key, "dir")  # cached before manifests: a key-named entry only workbench makes
+    if path.is_dir() and cache.owns(key):
+        problem = cache.verify(key)
+        if problem is None:
+            try:
+                return load_tokenizer(str(path))
+            except WorkbenchError as exc:
+                problem = str(exc).split(": ", 1)[-1].split("; ")[0]
+        print(f"note: the cached tokenizer {path} is damaged ({problem}); training it again", file=sys.stderr)
     texts = (s for doc in _corpus_documents(cfg) for s in doc)
-    tmp = path.with_name(f"{key}.tmp-{os.getpid()}")
-    train_tokenizer(texts, cfg.vocab_size, cfg.lowercase, out_dir=tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)  # atomic: a half-written tokenizer is never found by the check above
+    # atomic: a half-written tokenizer is never found by the check above
+    cache.replace_dir(key, lambda tmp: train_tokenizer(texts, cfg.vocab_size, cfg.lowercase, out_dir=tmp))
     # Reloaded, not the in-memory one: a saved tokenizer serialises slightly differently, and
     # the dataset cache key (its fingerprint) must be the same on the first run and later ones.
     return load_tokenizer(str(path))
@@ -551,32 +562,81 @@ def _build(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, tmp: Path) -> di
     return stats
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+_ENTRIES = ("dataset", "tokenizer", "stats.json")  # what a prepared folder holds; nothing else is touched
+
+
+class _Damaged(Exception):
+    """A prepared dataset whose files are missing, truncated or unreadable (the message says which)."""
+
+
+def _adopt_legacy(owner: OutputDir) -> None:
+    """Record a folder prepared before manifests existed (stats.json with a cache key) as the workbench's."""
+    if (owner.path / MANIFEST).exists() or not (owner.path / "dataset" / "dataset_dict.json").is_file():
+        return
+    stats = _read_json(owner.path / "stats.json")
+    if stats is not None and "cache_key" in stats and (owner.path / "tokenizer").is_dir():
+        for name in _ENTRIES:
+            owner.adopt(name, "file" if name == "stats.json" else "dir")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _open_prepared(path: Path, tokenizer: PreTrainedTokenizerBase | None) -> PretrainingData:
+    """Load a prepared folder, checking sizes against its manifest first; raises _Damaged."""
+    owner = OutputDir.read(path)
+    for name in _ENTRIES:
+        problem = owner.verify(name) if name in owner.entries else (
+            None if (path / name).exists() else f"{name} is missing")
+        if problem:
+            raise _Damaged(problem)
+    stats = _read_json(path / "stats.json")
+    if stats is None:
+        raise _Damaged("stats.json is unreadable")
+    try:
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(str(path / "tokenizer"))
+    except WorkbenchError as exc:
+        raise _Damaged(f"tokenizer is unreadable: {str(exc).split(': ', 1)[-1].split('; ')[0]}") from None
+    try:
+        dataset = load_from_disk(str(path / "dataset"))  # reads every Arrow file's batch index
+        if set(dataset) != {"train", "validation"}:
+            raise ValueError(f"splits {sorted(dataset)}, not train and validation")
+    except Exception as exc:  # ArrowInvalid, JSONDecodeError, OSError, FileNotFoundError: all unreadable
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise _Damaged(f"dataset is unreadable: {reason}") from None
+    return PretrainingData(dataset, tokenizer, stats, path)
 
 
 def load_prepared(path: str | Path, tokenizer: PreTrainedTokenizerBase | None = None) -> PretrainingData:
-    """Load a dataset directory written by :func:`prepare_dataset` (memory-mapped, fast)."""
+    """Load a dataset directory written by :func:`prepare_dataset` (memory-mapped, fast), validated first."""
     path = Path(path)
-    stats_file = path / "stats.json"
-    if not stats_file.is_file() or not (path / "dataset").is_dir():
+    recorded = set(_ENTRIES) & set(OutputDir.read(path).entries)
+    if not recorded and (not (path / "stats.json").is_file() or not (path / "dataset").is_dir()):
         raise WorkbenchError(f"{path} is not a prepared dataset (no stats.json/dataset); run `workbench prepare --out {path}` first")
-    stats = json.loads(stats_file.read_text())
-    if tokenizer is None:
-        tokenizer = load_tokenizer(str(path / "tokenizer"))
-    return PretrainingData(load_from_disk(str(path / "dataset")), tokenizer, stats, path)
+    try:
+        return _open_prepared(path, tokenizer)
+    except _Damaged as exc:
+        raise WorkbenchError(f"prepared dataset {path} is damaged ({exc}); "
+                             f"rebuild it with `workbench prepare --out {path}` and the same settings") from None
 
 
 def prepare_dataset(cfg: DataConfig, out_dir: str | Path | None = None,
                     tokenizer: PreTrainedTokenizerBase | None = None) -> PretrainingData:
     """Build the pretraining dataset for ``cfg``, or reload it if built before with the same key.
 
-    It lives in ``out_dir`` if given, else under ``cfg.cache_dir``. Writes are atomic: the
-    build goes to a temporary sibling directory that replaces the target only when complete.
+    It lives in ``out_dir`` if given, else under ``cfg.cache_dir``. Only the folder's own entries
+    (``dataset/``, ``tokenizer/``, ``stats.json``) are written, each built in a temporary and
+    renamed into place; other files in the folder are kept. A cached build is validated, and
+    rebuilt if damaged.
     """
     start = time.perf_counter()
+    if out_dir is not None:  # refuse a file or foreign entries before any work
+        _claimable(OutputDir.open(out_dir, "prepare", create=False), "--out")
     tokenizer = tokenizer if tokenizer is not None else _resolve_tokenizer(cfg)
     limit = position_limit(tokenizer)
     if cfg.max_seq_length > limit:
@@ -586,32 +646,33 @@ def prepare_dataset(cfg: DataConfig, out_dir: str | Path | None = None,
         )
     key = cache_key(cfg, tokenizer)
     target = Path(out_dir) if out_dir is not None else Path(cfg.cache_dir) / key
-    stats_file = target / "stats.json"
-    if stats_file.is_file():
-        old = json.loads(stats_file.read_text())
-        if old.get("cache_key") == key and (target / "dataset").is_dir():
-            data = load_prepared(target, tokenizer)
+    flag = "--out" if out_dir is not None else "--cache-dir"
+    owner = _claimable(OutputDir.open(target, "prepare", flag=flag, create=False), flag)
+    old = _read_json(target / "stats.json") if "stats.json" in owner.entries else None
+    if old is not None and old.get("cache_key") == key:
+        try:
+            data = _open_prepared(target, tokenizer)
             data.stats.update(cached=True, load_seconds=round(time.perf_counter() - start, 3))
             return data
-    elif target.exists() and any(target.iterdir()):
-        raise WorkbenchError(f"output dir {target} holds files that are not a prepared dataset; pass an empty or new --out")
-
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+        except _Damaged as exc:
+            print(f"note: the prepared dataset in {target} is damaged ({exc}); rebuilding it", file=sys.stderr)
+    tmp = owner.tmp_path("build")
     try:
         stats = _build(cfg, tokenizer, tmp)
         stats["cache_key"] = key
-        _write_json_atomic(tmp / "stats.json", stats)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
+        owner.remove("stats.json")  # first: a folder without it is never taken for a complete build
+        owner.commit(tmp / "dataset", "dataset")
+        owner.commit(tmp / "tokenizer", "tokenizer")
+        owner.write_json("stats.json", stats)  # last: its cache key says the build is complete
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     data = load_prepared(target, tokenizer)
     data.stats.update(cached=False)
     return data
+
+
+def _claimable(owner: OutputDir, flag: str) -> OutputDir:
+    """``owner`` after adopting a pre-manifest build; refuses if a foreign entry holds one of our names."""
+    _adopt_legacy(owner)
+    owner.check_writable(_ENTRIES, hint=flag)
+    return owner

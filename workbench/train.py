@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -37,18 +36,19 @@ from .checkpoint import (
     RUN_CONFIG,
     capture_rng_state,
     checkpoint_step,
-    clean_stale,
     latest_checkpoint,
+    list_checkpoints,
     load_rng_state,
     load_training_state,
+    loadable_checkpoint,
     restore_rng_state,
     save_checkpoint,
-    write_json_atomic,
 )
 from .config import DataConfig, MaskingConfig, TrainConfig
 from .errors import WorkbenchError
 from .masking import PretrainingCollator
 from .model import PretrainingModule, build_model, quiet_transformers
+from .outputs import OutputDir, check_out_path
 from .pretraining_data import PretrainingData, load_prepared, prepare_dataset
 
 __all__ = [
@@ -168,6 +168,15 @@ class PretrainResult:
 
 def _finite(x: float) -> bool:
     return math.isfinite(x)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's object, or None if it is missing or unreadable (then it is not compared)."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 class Pretrainer:
@@ -298,19 +307,24 @@ class Pretrainer:
         }
 
     def _prepare_out(self) -> Path | None:
-        """Check --out (every process, read-only), then the main process claims it."""
-        cfg, out = self.cfg, Path(self.cfg.out)
-        if out.exists() and not out.is_dir():
-            raise WorkbenchError(f"--out {out} is a file; pass a directory")
-        entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-        ours = (out / RUN_FILE).is_file()
+        """Check --out (every process, read-only), then the main process claims it.
+
+        Only entries the workbench recorded in OUT's manifest are replaced or deleted; a foreign
+        entry under a name this run writes (run.json, metrics.jsonl, a checkpoint-STEP it will
+        save) is refused before anything changes, with or without --overwrite.
+        """
+        cfg = self.cfg
+        out = check_out_path(cfg.out)
+        view = OutputDir.read(out)
+        foreign = view.foreign()
+        ours = RUN_FILE in view.entries and (out / RUN_FILE).is_file() and view.owns(RUN_FILE)
         resume_from: Path | None = None
         if cfg.resume:
-            if entries and not ours:
-                raise WorkbenchError(f"--resume: {out} holds no workbench run (no {RUN_FILE}); pass the --out of the run to continue")
-            resume_from = latest_checkpoint(out) if ours else None
-            previous = (json.loads((resume_from / RUN_CONFIG).read_text()) if resume_from
-                        else json.loads((out / RUN_FILE).read_text()) if ours else None)
+            if foreign and not ours:
+                raise WorkbenchError(f"--resume: {out} holds no workbench run (no {RUN_FILE} written by workbench); "
+                                     "pass the --out of the run to continue")
+            resume_from = self._loadable_checkpoint(out) if ours else None
+            previous = _read_json(resume_from / RUN_CONFIG if resume_from else out / RUN_FILE) if ours else None
             if previous is not None:
                 self._check_same_config(previous)
             if resume_from is None and self.is_main:
@@ -319,25 +333,43 @@ class Pretrainer:
             last = latest_checkpoint(out)
             where = f"its last checkpoint is step {checkpoint_step(last)}" if last else "it has no checkpoint"
             raise WorkbenchError(f"{out} holds a previous run ({where}); pass --resume to continue it or --overwrite to start over")
-        elif entries and not ours and not cfg.overwrite:
-            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        elif foreign and not ours and not cfg.overwrite:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise WorkbenchError(
                 f"--out {out} holds files that are not a workbench run ({shown}); "
-                "pass an empty or new --out, or --overwrite to write beside them"
+                "pass an empty or new --out, or --overwrite to write beside them (they are kept)"
             )
+        view.check_writable(self._planned_names(resume_from))
         self.acc.wait_for_everyone()  # every process has checked before anything changes
-        if self.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            clean_stale(out)
-            if resume_from is None:
-                if ours:  # --overwrite, or --resume before any checkpoint: drop only our own files
-                    for p in out.glob(f"{CHECKPOINT_PREFIX}*"):
-                        shutil.rmtree(p)
-                    for name in (METRICS_FILE, EVAL_FILE):
-                        (out / name).unlink(missing_ok=True)
-                write_json_atomic(out / RUN_FILE, self.run_config)
+        self.outdir = OutputDir.open(out, "pretrain") if self.is_main else None
+        if self.outdir is not None and resume_from is None:
+            if ours:  # --overwrite, or --resume before any checkpoint: drop only our own files
+                for name in [p.name for p in list_checkpoints(out)] + [METRICS_FILE, EVAL_FILE]:
+                    self.outdir.remove(name)
+            self.outdir.write_json(RUN_FILE, self.run_config)
+        if self.outdir is not None:
+            self.outdir.claim(METRICS_FILE)  # appended to by _log
         self.acc.wait_for_everyone()
         return resume_from
+
+    def _planned_names(self, resume_from: Path | None) -> list[str]:
+        """The entries this run will write in --out: its files and the checkpoints it will save."""
+        cfg = self.cfg
+        start = checkpoint_step(resume_from) if resume_from is not None else 0
+        steps = set(range(cfg.save_every, cfg.max_steps + 1, cfg.save_every)) if cfg.save_every else set()
+        steps.add(cfg.max_steps)
+        return [RUN_FILE, METRICS_FILE, EVAL_FILE] + [f"{CHECKPOINT_PREFIX}{s}" for s in sorted(steps) if s > start]
+
+    def _loadable_checkpoint(self, out: Path) -> Path | None:
+        """The newest checkpoint that loads; each newer damaged one is named on stderr."""
+        good, damaged = loadable_checkpoint(out)
+        for path, problem in damaged if self.is_main else ():
+            instead = f"resuming from {good.name}, the newest checkpoint that loads" if good else "none loads"
+            print(f"warning: --resume: checkpoint {path} is damaged ({problem}); {instead}", file=sys.stderr)
+        if damaged and good is None:
+            raise WorkbenchError(f"--resume: every checkpoint in {out} is damaged ({damaged[0][0].name}: "
+                                 f"{damaged[0][1]}); pass --overwrite to start over, or another --out")
+        return good
 
     def _check_same_config(self, previous: dict[str, Any]) -> None:
         now = self.run_config
@@ -415,10 +447,8 @@ class Pretrainer:
             kept = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
             self.history = [m for m in kept if m.get("step", 0) <= self.step]
             self.acc.wait_for_everyone()
-            if self.is_main:
-                tmp = metrics.with_name(f".{METRICS_FILE}.tmp")
-                tmp.write_text("".join(json.dumps(m) + "\n" for m in self.history))
-                tmp.replace(metrics)
+            if self.outdir is not None:  # the main process
+                self.outdir.write_text(METRICS_FILE, "".join(json.dumps(m) + "\n" for m in self.history), kind="log")
         evals = [m for m in self.history if m.get("type") == "eval"]
         self.last_eval = evals[-1] if evals else None
         if self.is_main:
@@ -595,7 +625,7 @@ class Pretrainer:
         rngs = gather_object([rng]) if self.world > 1 else [rng]
         path = Path(self.cfg.out) / f"{CHECKPOINT_PREFIX}{self.step}"
         if self.is_main:
-            path = save_checkpoint(self.cfg.out, self.step, self.model, self.tokenizer, self.run_config,
+            path = save_checkpoint(self.outdir or self.cfg.out, self.step, self.model, self.tokenizer, self.run_config,
                                    state, rngs, self.cfg.keep_checkpoints)
         self.acc.wait_for_everyone()
         self.last_checkpoint = path
@@ -620,8 +650,8 @@ class Pretrainer:
             "precision": self.precision, "processes": self.world, "global_batch": self.global_batch,
             "checkpoint": str(self.last_checkpoint),
         }
-        if self.is_main:
-            write_json_atomic(Path(self.cfg.out) / EVAL_FILE, summary)
+        if self.outdir is not None:  # the main process
+            self.outdir.write_json(EVAL_FILE, summary)
         return PretrainResult(Path(self.cfg.out), self.last_checkpoint, summary, self.history, self.model,
                               self.tokenizer, self.step, tps, wall, self.is_main)
 

@@ -1,0 +1,212 @@
+"""workbench.outputs: the manifest of owned entries, atomic writes, refusals and stale temporaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import workbench.outputs as outputs
+from workbench.errors import WorkbenchError
+from workbench.outputs import (
+    MANIFEST,
+    OutputDir,
+    check_out_path,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (a killed run's temporaries carry such a pid)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_atomic_writes_replace_whole_files_and_leave_no_temporary(tmp_path):
+    path = tmp_path / "eval.json"
+    write_json_atomic(path, {"a": 1})
+    write_json_atomic(path, {"a": 2})
+    write_text_atomic(tmp_path / "note.txt", "x" * 10_000)
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json", "note.txt"]
+
+
+def test_a_failed_atomic_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "eval.json"
+    write_json_atomic(path, {"a": 1})
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outputs.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_json_atomic(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["eval.json"]
+
+
+def test_check_out_path_refuses_a_file_and_a_file_on_the_way(tmp_path):
+    (tmp_path / "report.pdf").write_bytes(b"%PDF")
+    with pytest.raises(WorkbenchError, match=r"^--out .*report.pdf is a file, not a folder; pass a folder") as err:
+        check_out_path(tmp_path / "report.pdf")
+    assert "\n" not in str(err.value)
+    with pytest.raises(WorkbenchError, match="report.pdf is a file, not a folder; pass another --model-out"):
+        check_out_path(tmp_path / "report.pdf" / "sub", "--model-out")
+    assert check_out_path(tmp_path / "new" / "dir") == tmp_path / "new" / "dir"
+    assert (tmp_path / "report.pdf").read_bytes() == b"%PDF" and not (tmp_path / "new").exists()
+
+
+def test_entries_written_are_owned_and_others_foreign(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "checkpoint-7").mkdir()
+    out = OutputDir.open(tmp_path, "test")
+    out.write_json("stats.json", {"pairs": 3})
+    out.write_text("eval.json", "{}")
+    out.replace_dir("dataset", lambda d: (d / "train.arrow").write_bytes(b"\0" * 100))
+    assert out.owned() == ["dataset", "eval.json", "stats.json"]
+    assert out.foreign() == ["checkpoint-7", "notes.txt"]
+    # what a later command sees is the same record, read back from the manifest
+    again = OutputDir.open(tmp_path, "other")
+    assert again.owned() == out.owned() and again.foreign() == out.foreign()
+    record = json.loads((tmp_path / MANIFEST).read_text())["entries"]["dataset"]
+    assert record["command"] == "test" and record["files"] == {"train.arrow": 100}
+
+
+def test_foreign_entries_are_never_replaced_or_removed(tmp_path):
+    (tmp_path / "stats.json").write_text("my own stats")
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "rows.csv").write_text("1,2\n")
+    out = OutputDir.open(tmp_path, "prepare")
+    built = []
+    with pytest.raises(WorkbenchError, match=r"holds stats.json, which workbench did not write .* pass another --out"):
+        out.write_json("stats.json", {})
+    with pytest.raises(WorkbenchError, match="holds dataset, which workbench did not write"):
+        out.replace_dir("dataset", built.append)
+    assert built == []  # refused before the (costly) build
+    assert out.remove("stats.json") is False and out.remove("dataset") is False
+    with pytest.raises(WorkbenchError, match="holds stats.json, dataset"):
+        out.check_writable(["stats.json", "dataset", "tokenizer"])
+    assert (tmp_path / "stats.json").read_text() == "my own stats"
+    assert (tmp_path / "dataset" / "rows.csv").read_text() == "1,2\n"
+
+
+def test_a_user_file_put_under_a_recorded_name_is_foreign(tmp_path):
+    out = OutputDir.open(tmp_path, "pretrain")
+    out.write_text("eval.json", '{"loss": 1}')
+    (tmp_path / "eval.json").unlink()
+    (tmp_path / "eval.json").write_text("my notes about this run")
+    assert not out.owns("eval.json") and out.foreign() == ["eval.json"]
+    assert out.remove("eval.json") is False
+    assert (tmp_path / "eval.json").read_text() == "my notes about this run"
+
+
+def test_owned_entries_are_removed_and_replaced_atomically(tmp_path):
+    out = OutputDir.open(tmp_path, "pretrain")
+    out.replace_dir("checkpoint-1", lambda d: (d / "model.safetensors").write_bytes(b"1"))
+    out.replace_dir("checkpoint-1", lambda d: (d / "model.safetensors").write_bytes(b"22"))
+    assert (tmp_path / "checkpoint-1" / "model.safetensors").read_bytes() == b"22"
+
+    def crash(d: Path) -> None:
+        (d / "model.safetensors").write_bytes(b"half")
+        raise OSError("killed")
+
+    with pytest.raises(OSError, match="killed"):
+        out.replace_dir("checkpoint-1", crash)
+    assert (tmp_path / "checkpoint-1" / "model.safetensors").read_bytes() == b"22"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "checkpoint-1"]
+    assert out.remove("checkpoint-1") is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST] and out.owned() == []
+
+
+def test_a_kill_between_record_and_rename_leaves_the_old_entry_owned(tmp_path, monkeypatch):
+    out = OutputDir.open(tmp_path, "pretrain")
+    out.write_text("run.json", "{}")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies after the manifest write, before the rename
+
+    monkeypatch.setattr(outputs.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        out.write_text("run.json", '{"new": 1}')
+    monkeypatch.undo()
+    later = OutputDir.open(tmp_path, "pretrain")
+    assert later.owns("run.json") and later.foreign() == []
+
+
+def test_temporaries_of_dead_processes_are_cleaned_and_user_hidden_files_kept(tmp_path):
+    dead = _dead_pid()
+    (tmp_path / f".checkpoint-5.tmp-{dead}").mkdir()  # an older workbench's naming
+    (tmp_path / f".checkpoint-5.tmp-{dead}" / "model.safetensors").write_bytes(b"half")
+    (tmp_path / f".dataset.old-{dead}.0a1b").mkdir()
+    (tmp_path / f".stats.json.tmp-{dead}.ff00").write_text("{")
+    live = tmp_path / f".eval.json.tmp-{os.getpid()}.1234"  # a run still going (this process)
+    live.write_text("{")
+    (tmp_path / ".gitignore").write_text("*.pt\n")
+    (tmp_path / ".draft.tmp").write_text("mine")
+    out = OutputDir.open(tmp_path, "pretrain")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".draft.tmp", ".gitignore", live.name])
+    assert out.foreign() == [".draft.tmp", ".gitignore"]
+
+
+def test_verify_names_a_truncated_or_missing_file(tmp_path):
+    out = OutputDir.open(tmp_path, "prepare")
+
+    def build(d: Path) -> None:
+        (d / "train").mkdir()
+        (d / "train" / "data.arrow").write_bytes(b"\1" * 4096)
+        (d / "state.json").write_text("{}")
+
+    out.replace_dir("dataset", build)
+    assert out.verify("dataset") is None
+    with open(tmp_path / "dataset" / "train" / "data.arrow", "r+b") as f:
+        f.truncate(1000)
+    assert out.verify("dataset") == "dataset/train/data.arrow has 1000 bytes, 4096 were written"
+    assert out.owns("dataset")  # damaged, still ours: it may be rebuilt
+    (tmp_path / "dataset" / "state.json").unlink()
+    assert out.verify("dataset") == "dataset/state.json is missing"
+    assert out.verify("tokenizer") == "tokenizer was not written by workbench"
+
+
+def test_a_copied_folder_keeps_its_ownership(tmp_path):
+    out = OutputDir.open(tmp_path / "a", "prepare")
+    out.write_json("stats.json", {"pairs": 3})
+    out.replace_dir("dataset", lambda d: (d / "x.arrow").write_bytes(b"abc"))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # new inodes: ownership by content
+    (tmp_path / "b" / "notes.txt").write_text("mine")
+    copy = OutputDir.open(tmp_path / "b", "prepare")
+    assert copy.owned() == ["dataset", "stats.json"] and copy.foreign() == ["notes.txt"]
+
+
+def test_writers_of_one_folder_merge_their_records(tmp_path):
+    first, second = OutputDir.open(tmp_path, "pretrain"), OutputDir.open(tmp_path, "heads")
+    first.write_text("run.json", "{}")
+    second.write_text("head_stats.csv", "layer,head\n")  # its in-memory record predates run.json
+    assert OutputDir.open(tmp_path, "x").owned() == ["head_stats.csv", "run.json"]
+
+
+def test_a_damaged_manifest_owns_nothing(tmp_path):
+    out = OutputDir.open(tmp_path, "prepare")
+    out.write_json("stats.json", {})
+    (tmp_path / MANIFEST).write_text('{"entries": ')
+    again = OutputDir.open(tmp_path, "prepare")
+    assert again.owned() == [] and again.foreign() == ["stats.json"]
+    with pytest.raises(WorkbenchError, match="holds stats.json"):
+        again.write_json("stats.json", {"new": 1})
+    assert json.loads((tmp_path / "stats.json").read_text()) == {}
+
+
+def test_claimed_logs_stay_owned_while_they_grow(tmp_path):
+    out = OutputDir.open(tmp_path, "pretrain")
+    log = out.claim("metrics.jsonl")
+    with open(log, "a") as f:
+        f.write('{"step": 1}\n')
+    later = OutputDir.open(tmp_path, "pretrain")
+    assert later.owns("metrics.jsonl")
+    later.claim("metrics.jsonl")
+    assert log.read_text() == '{"step": 1}\n'
