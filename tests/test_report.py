@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import re
+import socket
 from pathlib import Path
 
 import nbformat
@@ -396,15 +397,20 @@ def test_malformed_run_json_is_skipped_with_a_note(tmp_path, capsys):
     good = claim_dir(root, "good")
     (good / "run.json").write_text(json.dumps({"run_id": "good", "status": "ok", "started": "s", "parameters": {"a": 1},
                                                "metrics": {"m": 0.5}, "notebooks": [{"name": "01_a", "status": "ok"}]}))
+    dead = claim_dir(root, "dead")  # a run SIGKILLed mid-way: its record still says running
+    (dead / "run.json").write_text(json.dumps({"run_id": "dead", "status": "running", "started": "s", "parameters": {},
+                                               "metrics": {}, "notebooks": [], "pid": 2**22 + 1, "host": socket.gethostname()}))
     index = write_reports_index(tmp_path).read_text()
     err = capsys.readouterr().err
     assert 'href="good/index.html"' in index and "m=0.5" in index
+    assert re.search(r'href="dead/index.html">dead</a></td><td>s</td><td><span class="wb-interrupted">', index)
     for name in bad:
         assert f"note: skipping {tmp_path / name / 'run.json'}:" in err and f'href="{name}/' not in index
     assert "not valid JSON (line 1" in err and "a JSON list, not an object" in err and "missing status" in err
     assert "notebooks is not a list of {name: ...} objects" in err
 
 
+@pytest.mark.slow
 def test_sigterm_records_the_run_as_interrupted_and_stops_the_kernel(tmp_path):
     import signal
     import subprocess
@@ -416,10 +422,7 @@ def test_sigterm_records_the_run_as_interrupted_and_stops_the_kernel(tmp_path):
     _write_notebook(nbs / "01_sleep.ipynb", 'pid_file = ""\n',
                     "import os, time\nopen(pid_file, 'w').write(str(os.getpid()))\ntime.sleep(120)")
     pid_file, out = tmp_path / "kernel.pid", tmp_path / "reports"
-    script = ("import argparse, sys\nfrom workbench.report import register_cli\n"
-              "p = argparse.ArgumentParser()\nregister_cli(p.add_subparsers(dest='c', required=True))\n"
-              "a = p.parse_args(sys.argv[1:])\nsys.exit(a.func(a))\n")
-    proc = subprocess.Popen([sys.executable, "-c", script, "report", "--notebooks-dir", str(nbs), "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-c", CLI_SCRIPT, "report", "--notebooks-dir", str(nbs), "--out", str(out),
                              "--run-id", "sleepy", "-p", f"pid_file={pid_file}"], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline and proc.poll() is None:
@@ -434,13 +437,25 @@ def test_sigterm_records_the_run_as_interrupted_and_stops_the_kernel(tmp_path):
     assert run["status"] == "interrupted" and run["error"] == "interrupted by SIGTERM"
     assert run["notebooks"][0]["status"] == "interrupted" and run["notebooks"][0]["notebook"] == "01_sleep.ipynb"
     assert 'class="wb-interrupted"' in (out / "index.html").read_text()
-    for _ in range(50):  # the kernel is shut down, not orphaned
-        if not os.path.exists(f"/proc/{kernel}") or open(f"/proc/{kernel}/stat").read().split()[2] == "Z":
-            break
+    _assert_gone(kernel)
+
+
+# `workbench report|sweep` without importing workbench.cli (torch, transformers): seconds faster.
+CLI_SCRIPT = ("import argparse, sys\nfrom workbench.report import register_cli\n"
+              "p = argparse.ArgumentParser()\nregister_cli(p.add_subparsers(dest='c', required=True))\n"
+              "a = p.parse_args(sys.argv[1:])\nsys.exit(a.func(a))\n")
+
+
+def _assert_gone(pid: int) -> None:
+    """The process ``pid`` (a kernel) ends within 10 s: shut down, not orphaned."""
+    import time
+
+    for _ in range(50):
+        if not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z":
+            return
         time.sleep(0.2)
-    else:
-        os.kill(kernel, 9)
-        pytest.fail(f"kernel {kernel} still runs after the report was interrupted")
+    os.kill(pid, 9)
+    pytest.fail(f"kernel {pid} still runs after its run was interrupted")
 
 
 # --------------------------------------------------------------------------- seeded sweeps (13.3)
@@ -477,6 +492,7 @@ def _t_interval(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
 
 
+@pytest.mark.slow
 def test_seeded_sweep_shows_intervals_marks_noise_and_resumes_only_unfinished_runs(train_dir, tmp_path, capsys, monkeypatch):
     from workbench.report.records import RunResult
     from workbench.report.runner import save_run
@@ -522,6 +538,7 @@ def test_seeded_sweep_shows_intervals_marks_noise_and_resumes_only_unfinished_ru
     assert "sweep-s already exists; pass another --sweep-id (or --resume" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_sweep_jobs_run_in_parallel_workers_with_split_threads(train_dir, tmp_path):
     from workbench.report import run_sweep
     from workbench.report.pool import threads_per_job
@@ -535,3 +552,35 @@ def test_sweep_jobs_run_in_parallel_workers_with_split_threads(train_dir, tmp_pa
     assert a["t0"] < b["t1"] and b["t0"] < a["t1"]  # the two runs overlapped in time
     index = (out / "index.html").read_text()
     assert all(f'href="{r.run_id}/index.html"' in index for r in result.runs)
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_parallel_sweep_reaches_every_worker(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    nbs, pids, out = tmp_path / "nbs", tmp_path / "pids", tmp_path / "reports"
+    nbs.mkdir()
+    pids.mkdir()
+    _write_notebook(nbs / "01_sleep.ipynb", 'pid_dir = ""\nmask_rate = 0.1\n',
+                    "import os, time\nopen(f'{pid_dir}/{mask_rate}', 'w').write(str(os.getpid()))\ntime.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", CLI_SCRIPT, "sweep", "--param", "mask_rate=0.1,0.2", "--jobs", "2",
+                             "--sweep-id", "par", "--notebooks-dir", str(nbs), "--out", str(out), "-p", f"pid_dir={pids}"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while len([p for p in pids.iterdir() if p.read_text()]) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    kernels = [int(p.read_text()) for p in pids.iterdir()]
+    assert len(kernels) == 2  # both runs are going at once
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "error: interrupted by SIGTERM"
+    for run_id in ("par-01", "par-02"):
+        run = json.loads((out / run_id / "run.json").read_text())
+        assert run["status"] == "interrupted" and run["error"] == "interrupted by SIGTERM", run_id
+    assert json.loads((out / "sweep-par" / "sweep.json").read_text())["status"] == "interrupted"
+    for kernel in kernels:
+        _assert_gone(kernel)

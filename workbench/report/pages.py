@@ -15,7 +15,7 @@ from typing import Any
 from .files import OutputDir, check_out_path, locked
 from .markup import details, esc, grid_table, inline, link, page, status, table
 from .metrics import order_metrics
-from .records import RunResult, read_run
+from .records import RunResult, read_run, shown_status
 
 __all__ = ["INDEX_LOCK", "run_page", "write_reports_index"]
 
@@ -58,7 +58,7 @@ def _run_row(r: dict[str, Any]) -> list[str]:
     d = r["_dir"]
     nbs = " ".join((link(f"{d}/{n['html']}", n["name"]) if isinstance(n.get("html"), str) else html.escape(n["name"]))
                    + f" {status(str(n.get('status')))}" for n in r["notebooks"])
-    return [link(f"{d}/index.html", d), esc(r["started"]), status(r["status"]), inline(r["parameters"]),
+    return [link(f"{d}/index.html", d), esc(r["started"]), status(shown_status(r)), inline(r["parameters"]),
             inline(order_metrics(r["metrics"])), nbs]
 
 

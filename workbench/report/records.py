@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NotebookResult", "RunResult", "read_run"]
+__all__ = ["NotebookResult", "RunResult", "read_run", "shown_status"]
 
 _REQUIRED = {"run_id": str, "status": str, "started": str, "parameters": dict, "notebooks": list, "metrics": dict}
 
@@ -45,6 +47,8 @@ class RunResult:
     combination: dict[str, Any] | None = None  # a sweep's values for this run, seed included
     figures: str | None = None  # the figures folder's index page, relative to the run dir
     provenance: dict[str, Any] = field(default_factory=dict)
+    pid: int | None = None  # the process running it, so an index can tell a killed run from a live one
+    host: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -83,6 +87,20 @@ def _problem(data: Any) -> str | None:
     if not all(isinstance(n, dict) and isinstance(n.get("name"), str) for n in data["notebooks"]):
         return "notebooks is not a list of {name: ...} objects"
     return None
+
+
+def shown_status(data: dict[str, Any]) -> str:
+    """The recorded status, except that a "running" run whose process is gone (SIGKILL, power cut) shows as interrupted."""
+    state, pid = data.get("status"), data.get("pid")
+    if state != "running" or not isinstance(pid, int) or data.get("host") != socket.gethostname():
+        return str(state)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "interrupted"
+    except PermissionError:  # another user's live process
+        pass
+    return "running"
 
 
 def read_run(path: Path, quiet: bool = False) -> dict[str, Any] | None:

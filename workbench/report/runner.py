@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -232,7 +233,8 @@ def execute(p: Plan, run_dir: Path, out_root: Path, timeout: float | None = None
     """Run ``p`` in the (claimed, empty) ``run_dir``, keeping ``run.json`` and the index up to date."""
     result = RunResult(run_dir.name, run_dir, "running", p.params, [NotebookResult(s.stem) for s in p.paths],
                        started=datetime.now().isoformat(timespec="seconds"), sweep=sweep, combination=combination,
-                       checkpoint=CHECKPOINT_DIR if p.producer is not None else None)
+                       checkpoint=CHECKPOINT_DIR if p.producer is not None else None,
+                       pid=os.getpid(), host=socket.gethostname())
     start, notes = time.monotonic(), []
     with stop_on_signals():
         try:
