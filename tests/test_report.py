@@ -329,7 +329,7 @@ def tiny_dir(tmp_path_factory) -> Path:
     """One notebook, one cell after its parameters: a run takes a kernel start and little else."""
     root = tmp_path_factory.mktemp("tiny")
     _write_notebook(root / "01_tiny.ipynb", "x = 1\n",
-                    "from workbench.report import record_metrics\nrecord_metrics(x=x)")
+                    "import os\nfrom workbench.report import record_metrics\nrecord_metrics(x=x, cwd=os.getcwd())")
     return root
 
 
@@ -367,7 +367,7 @@ def test_two_reports_started_together_both_run_and_are_indexed(tiny_dir, tmp_pat
 
     from workbench.report import run_report
 
-    out, results, barrier = tmp_path / "reports", [], threading.Barrier(2)
+    out, results, barrier, cwd = tmp_path / "reports", [], threading.Barrier(2), os.getcwd()
 
     def one() -> None:
         barrier.wait()
@@ -378,7 +378,9 @@ def test_two_reports_started_together_both_run_and_are_indexed(tiny_dir, tmp_pat
         t.start()
     for t in threads:
         t.join()
-    assert len(results) == 2 and all(r.ok and r.metrics == {"x": 7} for r in results)
+    # Kernels start in the notebooks dir (their ../data paths), without papermill's process-wide chdir.
+    assert len(results) == 2 and all(r.ok and r.metrics == {"x": 7, "cwd": str(tiny_dir)} for r in results)
+    assert os.getcwd() == cwd
     ids = sorted(r.run_id for r in results)
     assert ids[0] != ids[1] and re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}(-2)?", ids[1])
     index = (out / "index.html").read_text()
@@ -460,8 +462,7 @@ def _assert_gone(pid: int) -> None:
 
 # --------------------------------------------------------------------------- seeded sweeps (13.3)
 
-TRAIN_CELL = """import json, os, time
-t0 = time.time()
+TRAIN_CELL = """import json, os
 os.makedirs(out_dir, exist_ok=True)
 with open(os.path.join(out_dir, "metrics.jsonl"), "w") as f:
     for step in range(1, steps + 1):
@@ -469,17 +470,15 @@ with open(os.path.join(out_dir, "metrics.jsonl"), "w") as f:
     f.write(json.dumps({"type": "eval", "step": steps, "mlm_accuracy": 0.5 - mask_rate / 2}) + "\\n")
 if os.environ.get("WB_TEST_FAIL") == f"{mask_rate}-{seed}":
     raise ValueError("deliberate failure")
-time.sleep(pause)
 from workbench.report import record_metrics
-record_metrics(noisy=0.5 * seed + 0.1 * mask_rate, threads=os.environ.get("OMP_NUM_THREADS", ""), kernel_parent=os.getppid(),
-               t0=t0, t1=time.time(), downstream_task="toy", downstream_gain=mask_rate + 0.01 * seed,
+record_metrics(noisy=0.5 * seed + 0.1 * mask_rate, downstream_task="toy", downstream_gain=mask_rate + 0.01 * seed,
                downstream_gain_ci_low=mask_rate - 0.1, downstream_gain_ci_high=mask_rate + 0.1)"""
 
 
 @pytest.fixture(scope="module")
 def train_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train")
-    _write_notebook(root / "01_train.ipynb", 'steps = 3\nout_dir = ""\nmask_rate = 0.15\nseed = 0\npause = 0.0\n', TRAIN_CELL)
+    _write_notebook(root / "01_train.ipynb", 'steps = 3\nout_dir = ""\nmask_rate = 0.15\nseed = 0\n', TRAIN_CELL)
     return root
 
 
@@ -529,7 +528,9 @@ def test_seeded_sweep_shows_intervals_marks_noise_and_resumes_only_unfinished_ru
     assert page.count("intervals apart") >= 1 and page.count("within noise") >= 1  # downstream_gain vs noisy
     assert "paired Δ +0.2 <small>[+0.2, +0.2], 2 seeds: higher" in page
     assert "downstream_gain_ci_low</td>" not in page.split("<h2>Runs</h2>")[0]  # a run's own CI is not averaged
-    assert page.index("downstream_task") < page.index("noisy")  # the headline first
+    assert page.index("downstream_task") < page.index("noisy")  # the headline first, here and in the index
+    row = next(r for r in (out / "index.html").read_text().split("<tr>") if 'href="s-01-s0/index.html"' in r)
+    assert row.index("downstream_task=toy<br>downstream_gain=0.2<br>") < row.index("noisy=")
     assert '"fill":"toself"' in page and "95% CI band" in page
     # Settings must match what ran; a running sweep's id is not reused.
     assert _cli([*base[:4], "0,1,2", *base[5:], "--resume", "--sweep-id", "s"]) == 2
@@ -538,37 +539,31 @@ def test_seeded_sweep_shows_intervals_marks_noise_and_resumes_only_unfinished_ru
     assert "sweep-s already exists; pass another --sweep-id (or --resume" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_sweep_jobs_run_in_parallel_workers_with_split_threads(train_dir, tmp_path):
-    from workbench.report import run_sweep
-    from workbench.report.pool import threads_per_job
-
-    out = tmp_path / "reports"
-    result = run_sweep({"mask_rate": ["0.2", "0.4"]}, {"pause": "2"}, notebooks_dir=train_dir, out_root=out, jobs=2)
-    assert result.ok and [r.combination for r in result.runs] == [{"mask_rate": 0.2}, {"mask_rate": 0.4}]
-    a, b = (r.metrics for r in result.runs)
-    assert a["threads"] == b["threads"] == str(threads_per_job(2))
-    assert os.getpid() not in (a["kernel_parent"], b["kernel_parent"]) and a["kernel_parent"] != b["kernel_parent"]
-    assert a["t0"] < b["t1"] and b["t0"] < a["t1"]  # the two runs overlapped in time
-    index = (out / "index.html").read_text()
-    assert all(f'href="{r.run_id}/index.html"' in index for r in result.runs)
+SLEEP_CELL = """import os, time
+from workbench.report import record_metrics
+open(f'{pid_dir}/{mask_rate}', 'w').write(str(os.getpid()))
+t0 = time.time()
+time.sleep(float(os.environ.get("WB_TEST_PAUSE", "0")))
+record_metrics(threads=os.environ.get("OMP_NUM_THREADS", ""), kernel_parent=os.getppid(), t0=t0, t1=time.time())"""
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_parallel_sweep_reaches_every_worker(tmp_path):
+def test_parallel_sweep_sigterm_reaches_every_worker_and_resume_finishes_it(tmp_path, monkeypatch):
     import signal
     import subprocess
     import sys
     import time
 
+    from workbench.report import run_sweep
+    from workbench.report.pool import threads_per_job
+
     nbs, pids, out = tmp_path / "nbs", tmp_path / "pids", tmp_path / "reports"
     nbs.mkdir()
     pids.mkdir()
-    _write_notebook(nbs / "01_sleep.ipynb", 'pid_dir = ""\nmask_rate = 0.1\n',
-                    "import os, time\nopen(f'{pid_dir}/{mask_rate}', 'w').write(str(os.getpid()))\ntime.sleep(120)")
+    _write_notebook(nbs / "01_sleep.ipynb", 'pid_dir = ""\nmask_rate = 0.1\n', SLEEP_CELL)
     proc = subprocess.Popen([sys.executable, "-c", CLI_SCRIPT, "sweep", "--param", "mask_rate=0.1,0.2", "--jobs", "2",
                              "--sweep-id", "par", "--notebooks-dir", str(nbs), "--out", str(out), "-p", f"pid_dir={pids}"],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "WB_TEST_PAUSE": "120"})
     deadline = time.monotonic() + 180
     while len([p for p in pids.iterdir() if p.read_text()]) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -584,3 +579,13 @@ def test_sigterm_to_a_parallel_sweep_reaches_every_worker(tmp_path):
     assert json.loads((out / "sweep-par" / "sweep.json").read_text())["status"] == "interrupted"
     for kernel in kernels:
         _assert_gone(kernel)
+    # --resume runs both again, two at once, each worker's kernels with half the cores.
+    monkeypatch.setenv("WB_TEST_PAUSE", "1.5")
+    result = run_sweep({"mask_rate": ["0.1", "0.2"]}, {"pid_dir": str(pids)}, notebooks_dir=nbs, out_root=out,
+                       sweep_id="par", resume=True, jobs=2)
+    assert result.ok and [r.run_id for r in result.runs] == ["par-01-2", "par-02-2"] and not result.skipped
+    a, b = (r.metrics for r in result.runs)
+    assert a["threads"] == b["threads"] == str(threads_per_job(2))
+    assert os.getpid() not in (a["kernel_parent"], b["kernel_parent"]) and a["kernel_parent"] != b["kernel_parent"]
+    assert a["t0"] < b["t1"] and b["t0"] < a["t1"]  # the two runs overlapped in time
+    assert json.loads((out / "sweep-par" / "sweep.json").read_text())["status"] == "ok"
