@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import re
+import socket
 from pathlib import Path
 
 import nbformat
@@ -13,12 +14,12 @@ import pytest
 
 from workbench.errors import WorkbenchError
 from workbench.report import (
-    _plan,
     load_params_file,
     record_metrics,
     register_cli,
     write_reports_index,
 )
+from workbench.report.params import plan as _plan
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -26,6 +27,7 @@ NOTEBOOKS = {
     "01_data": (
         'mask_rate = 0.15\nnote = "hello"\nfail = False\n',
         'if fail:\n    raise ValueError("deliberate failure in 01")',
+        "from workbench.config import MaskingConfig\nmasking = MaskingConfig(mask_rate=mask_rate)",
         "from workbench.report import record_metrics\n"
         'record_metrics({"headline": 1, "note": note, "mask_rate": mask_rate})',
         "import plotly.graph_objects as go\n"
@@ -234,3 +236,356 @@ def test_record_metrics_outside_a_kernel_and_empty_index(tmp_path, capsys):
     with pytest.raises(WorkbenchError, match="metric names must be strings"):
         record_metrics({1: 2})
     assert write_reports_index(tmp_path).is_file()
+
+
+# --------------------------------------------------------------------------- figures, provenance
+
+def test_figures_folder_and_provenance_block(main_run):
+    import plotly.io as pio
+
+    _, run_dir, run = main_run
+    assert run["figures"] == "figures/index.html" and run["notebooks"][0]["figures"] == ["01_data-1.json", "01_data-1.html"]
+    fig = pio.read_json(run_dir / "figures" / "01_data-1.json")
+    assert fig.data[0].name == "TRACE_01" and list(fig.data[0].y) == [7.25, 8.5, 9.75]
+    standalone = (run_dir / "figures" / "01_data-1.html").read_text()
+    assert re.search(r'<script[^>]* src="plotly.min.js"', standalone) and (run_dir / "figures" / "plotly.min.js").stat().st_size > 1e6
+    listing = (run_dir / "figures" / "index.html").read_text()
+    assert 'href="01_data-1.json"' in listing and "kaleido" in listing  # SVG/PNG skipped, with the reason
+    page = (run_dir / "index.html").read_text()
+    assert 'href="figures/index.html"' in page
+    prov = run["provenance"]
+    assert {"git_commit", "git_dirty", "packages", "python", "device", "command"} <= set(prov)
+    assert prov["run_id"] == "main" and prov["packages"]["transformers"]
+    assert "<details><summary>Provenance" in page and html_escape(prov["python"]) in page
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+# --------------------------------------------------------------------------- parameter values (15.7)
+
+def test_config_dataclasses_refuse_bad_values_before_anything_runs(nbdir, tmp_path, capsys):
+    out = tmp_path / "reports"
+    assert _cli(["report", "--notebooks-dir", str(nbdir), "--out", str(out), "-p", "mask_rate=5"]) == 2
+    msg = capsys.readouterr().out
+    assert msg.startswith("error: mask_rate 5.0 must be between 0 and 1") and "MaskingConfig of 01_data" in msg
+    assert msg.count("\n") == 1 and not out.exists()
+    assert _cli(["sweep", "--param", "mask_rate=0.2,1.5", "--notebooks-dir", str(nbdir), "--out", str(out)]) == 2
+    assert "mask_rate 1.5 must be between 0 and 1" in capsys.readouterr().out and not out.exists()
+    # The real notebooks: each parameter reaches the dataclass its notebook builds from it.
+    real = Path(__file__).resolve().parents[1] / "notebooks"
+    for params, text in [({"mask_rate": 5}, "MaskingConfig of 01_data_inspection"),
+                         ({"max_steps": 0}, "TrainConfig of 02_pretraining"),
+                         ({"layer": -1}, "AttentionConfig of 03_attention"),
+                         ({"max_length": 4}, "FinetuneConfig of 04_finetuning")]:
+        with pytest.raises(WorkbenchError, match=text):
+            _plan(params, real, None)
+    assert _plan({"mask_rate": 0.4, "max_steps": 10, "init": "builtin:minilm"}, real, None).params["mask_rate"] == 0.4
+
+
+# --------------------------------------------------------------------------- output folders (15.1)
+
+def test_out_naming_a_file_is_refused_before_any_work(nbdir, tmp_path, capsys):
+    target = tmp_path / "results.txt"
+    target.write_text("my thesis numbers\n")
+    for argv in (["report", "--notebooks-dir", str(nbdir)], ["sweep", "--param", "mask_rate=0.2,0.3", "--notebooks-dir", str(nbdir)]):
+        assert _cli([*argv, "--out", str(target)]) == 2
+        msg = capsys.readouterr().out
+        assert msg == f"error: --out {target} is a file, not a folder; pass a folder (new or existing) as --out\n"
+    from workbench.cli import main
+
+    assert main(["demo", "--out", str(target)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert target.read_text() == "my thesis numbers\n" and sorted(os.listdir(tmp_path)) == ["results.txt"]
+
+
+def test_foreign_files_in_the_reports_root_survive_and_are_not_indexed(nbdir, tmp_path, capsys):
+    out = tmp_path / "reports"
+    (out / "theirs").mkdir(parents=True)
+    (out / "README.md").write_text("# my notes\n")
+    (out / "theirs" / "run.json").write_text(json.dumps({"run_id": "theirs", "status": "ok", "started": "2099", "parameters": {},
+                                                         "notebooks": [], "metrics": {}}))
+    (out / "index.html").write_text("<p>my own index</p>")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    base = ["report", "--notebooks-dir", str(nbdir), "--out", str(out), "--notebooks", "01", "--run-id", "r"]
+    assert _cli(base) == 2  # a foreign index.html: refused, before any kernel starts
+    msg = capsys.readouterr().out
+    assert "index.html, which workbench did not write" in msg and msg.count("\n") == 1 and not (out / "r").exists()
+    (out / "index.html").rename(tmp_path / "index.html")
+    del before[out / "index.html"]
+    assert _cli(base) == 0
+    assert {p: p.read_bytes() for p in before} == before  # byte-identical
+    index = (out / "index.html").read_text()
+    assert 'href="r/index.html"' in index and "theirs" not in index
+
+
+# --------------------------------------------------------------------------- concurrency (15.6)
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    """One notebook, one cell after its parameters: a run takes a kernel start and little else."""
+    root = tmp_path_factory.mktemp("tiny")
+    _write_notebook(root / "01_tiny.ipynb", "x = 1\n",
+                    "import os\nfrom workbench.report import record_metrics\nrecord_metrics(x=x, cwd=os.getcwd())")
+    return root
+
+
+def test_claims_and_index_writes_never_collide(tmp_path):
+    import threading
+
+    from workbench.report.files import OutputDir, claim_dir
+    from workbench.report.records import NotebookResult, RunResult
+    from workbench.report.runner import save_run
+
+    barrier, dirs = threading.Barrier(8), []
+
+    def claim_and_save(k: int) -> None:
+        barrier.wait()
+        run_dir = claim_dir(OutputDir.open(tmp_path, "report"), "20990101-000000-abcdef")
+        dirs.append(run_dir)
+        save_run(RunResult(run_dir.name, run_dir, "ok", {"k": k}, [NotebookResult("01_x", "ok")], started="x"), tmp_path)
+
+    threads = [threading.Thread(target=claim_and_save, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    names = sorted(d.name for d in dirs)
+    assert names == sorted(["20990101-000000-abcdef", *(f"20990101-000000-abcdef-{k}" for k in range(2, 9))])
+    index = (tmp_path / "index.html").read_text()
+    assert all(f'href="{n}/index.html"' in index for n in names)  # the last writer saw every run
+    root = OutputDir.open(tmp_path, "report")
+    assert sorted(root.owned()) == sorted([*names, ".workbench-index.lock", "index.html"])
+    assert root.foreign() == [] and not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_two_reports_started_together_both_run_and_are_indexed(tiny_dir, tmp_path):
+    import threading
+
+    from workbench.report import run_report
+
+    out, results, barrier, cwd = tmp_path / "reports", [], threading.Barrier(2), os.getcwd()
+
+    def one() -> None:
+        barrier.wait()
+        results.append(run_report({"x": "7"}, notebooks_dir=tiny_dir, out_root=out))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Kernels start in the notebooks dir (their ../data paths), without papermill's process-wide chdir.
+    assert len(results) == 2 and all(r.ok and r.metrics == {"x": 7, "cwd": str(tiny_dir)} for r in results)
+    assert os.getcwd() == cwd
+    ids = sorted(r.run_id for r in results)
+    assert ids[0] != ids[1] and re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}(-2)?", ids[1])
+    index = (out / "index.html").read_text()
+    assert all(f'href="{i}/index.html"' in index for i in ids)
+
+
+def test_malformed_run_json_is_skipped_with_a_note(tmp_path, capsys):
+    from workbench.report.files import OutputDir, claim_dir
+
+    root = OutputDir.open(tmp_path, "report")
+    bad = {"broken": "{not json", "a-list": "[1, 2]", "no-keys": '{"run_id": "x"}',
+           "nb-strings": json.dumps({"run_id": "y", "status": "ok", "started": "s", "parameters": {}, "metrics": {},
+                                     "notebooks": ["01_a"]})}
+    for name, text in bad.items():
+        (claim_dir(root, name) / "run.json").write_text(text)
+    good = claim_dir(root, "good")
+    (good / "run.json").write_text(json.dumps({"run_id": "good", "status": "ok", "started": "s", "parameters": {"a": 1},
+                                               "metrics": {"m": 0.5}, "notebooks": [{"name": "01_a", "status": "ok"}]}))
+    dead = claim_dir(root, "dead")  # a run SIGKILLed mid-way: its record still says running
+    (dead / "run.json").write_text(json.dumps({"run_id": "dead", "status": "running", "started": "s", "parameters": {},
+                                               "metrics": {}, "notebooks": [], "pid": 2**22 + 1, "host": socket.gethostname()}))
+    index = write_reports_index(tmp_path).read_text()
+    err = capsys.readouterr().err
+    assert 'href="good/index.html"' in index and "m=0.5" in index
+    assert re.search(r'href="dead/index.html">dead</a></td><td>s</td><td><span class="wb-interrupted">', index)
+    for name in bad:
+        assert f"note: skipping {tmp_path / name / 'run.json'}:" in err and f'href="{name}/' not in index
+    assert "not valid JSON (line 1" in err and "a JSON list, not an object" in err and "missing status" in err
+    assert "notebooks is not a list of {name: ...} objects" in err
+
+
+@pytest.mark.slow
+def test_sigterm_records_the_run_as_interrupted_and_stops_the_kernel(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _write_notebook(nbs / "01_sleep.ipynb", 'pid_file = ""\n',
+                    "import os, time\nopen(pid_file, 'w').write(str(os.getpid()))\ntime.sleep(120)")
+    pid_file, out = tmp_path / "kernel.pid", tmp_path / "reports"
+    proc = subprocess.Popen([sys.executable, "-c", CLI_SCRIPT, "report", "--notebooks-dir", str(nbs), "--out", str(out),
+                             "--run-id", "sleepy", "-p", f"pid_file={pid_file}"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    kernel = int(pid_file.read_text())
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines()[-1] == f"error: interrupted by SIGTERM; recorded as interrupted in {out / 'sleepy' / 'run.json'}"
+    assert "Traceback" not in err
+    run = json.loads((out / "sleepy" / "run.json").read_text())
+    assert run["status"] == "interrupted" and run["error"] == "interrupted by SIGTERM"
+    assert run["notebooks"][0]["status"] == "interrupted" and run["notebooks"][0]["notebook"] == "01_sleep.ipynb"
+    assert 'class="wb-interrupted"' in (out / "index.html").read_text()
+    _assert_gone(kernel)
+
+
+# `workbench report|sweep` without importing workbench.cli (torch, transformers): seconds faster.
+CLI_SCRIPT = ("import argparse, sys\nfrom workbench.report import register_cli\n"
+              "p = argparse.ArgumentParser()\nregister_cli(p.add_subparsers(dest='c', required=True))\n"
+              "a = p.parse_args(sys.argv[1:])\nsys.exit(a.func(a))\n")
+
+
+def _assert_gone(pid: int) -> None:
+    """The process ``pid`` (a kernel) ends within 10 s: shut down, not orphaned."""
+    import time
+
+    for _ in range(50):
+        if not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z":
+            return
+        time.sleep(0.2)
+    os.kill(pid, 9)
+    pytest.fail(f"kernel {pid} still runs after its run was interrupted")
+
+
+# --------------------------------------------------------------------------- seeded sweeps (13.3)
+
+TRAIN_CELL = """import json, os
+os.makedirs(out_dir, exist_ok=True)
+with open(os.path.join(out_dir, "metrics.jsonl"), "w") as f:
+    for step in range(1, steps + 1):
+        f.write(json.dumps({"type": "train", "step": step, "loss": 5.0 / step + mask_rate + 0.01 * seed}) + "\\n")
+    f.write(json.dumps({"type": "eval", "step": steps, "mlm_accuracy": 0.5 - mask_rate / 2}) + "\\n")
+if os.environ.get("WB_TEST_FAIL") == f"{mask_rate}-{seed}":
+    raise ValueError("deliberate failure")
+from workbench.report import record_metrics
+record_metrics(noisy=0.5 * seed + 0.1 * mask_rate, downstream_task="toy", downstream_gain=mask_rate + 0.01 * seed,
+               downstream_gain_ci_low=mask_rate - 0.1, downstream_gain_ci_high=mask_rate + 0.1)"""
+
+
+@pytest.fixture(scope="module")
+def train_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    _write_notebook(root / "01_train.ipynb", 'steps = 3\nout_dir = ""\nmask_rate = 0.15\nseed = 0\n', TRAIN_CELL)
+    return root
+
+
+def _t_interval(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% Student t interval, computed here independently of workbench.stats."""
+    import statistics
+
+    from scipy.stats import t
+
+    return statistics.mean(values), t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+
+
+@pytest.mark.slow
+def test_seeded_sweep_shows_intervals_marks_noise_and_resumes_only_unfinished_runs(train_dir, tmp_path, capsys, monkeypatch):
+    from workbench.report.records import RunResult
+    from workbench.report.runner import save_run
+
+    out = tmp_path / "reports"
+    base = ["sweep", "--param", "mask_rate=0.2,0.4", "--seeds", "0,1", "--notebooks-dir", str(train_dir), "--out", str(out)]
+    monkeypatch.setenv("WB_TEST_FAIL", "0.4-1")
+    assert _cli([*base, "--sweep-id", "s"]) == 1
+    monkeypatch.delenv("WB_TEST_FAIL")
+    runs = {d: json.loads((out / d / "run.json").read_text()) for d in ("s-01-s0", "s-01-s1", "s-02-s0", "s-02-s1")}
+    assert [r["status"] for r in runs.values()] == ["ok", "ok", "ok", "failed"]
+    assert [r["combination"] for r in runs.values()] == [{"mask_rate": 0.2, "seed": 0}, {"mask_rate": 0.2, "seed": 1},
+                                                         {"mask_rate": 0.4, "seed": 0}, {"mask_rate": 0.4, "seed": 1}]
+    assert runs["s-01-s1"]["notebooks"][0]["parameters"]["seed"] == 1  # --seeds sets the notebook's seed
+    # A run killed mid-way (SIGKILL) leaves its record at "running", as written when it started.
+    killed = RunResult.from_json(runs["s-01-s1"], out / "s-01-s1")
+    killed.status = "running"
+    save_run(killed, out)
+    kept = (out / "s-01-s0" / "run.json").read_bytes()
+    capsys.readouterr()
+    assert _cli([*base, "--resume"]) == 0  # finds the sweep by its settings
+    err = capsys.readouterr().err
+    assert "resume: 2 of 4 runs already finished; running 2" in err
+    assert "(mask_rate=0.2, seed=1): " in err and "(mask_rate=0.4, seed=1): " in err and "seed=0)" not in err
+    assert (out / "s-01-s0" / "run.json").read_bytes() == kept
+    assert json.loads((out / "s-01-s1" / "run.json").read_text())["status"] == "interrupted"  # the dead run, recorded
+    assert json.loads((out / "s-02-s1" / "run.json").read_text())["status"] == "failed"  # the failed attempt stays
+    sweep = json.loads((out / "sweep-s" / "sweep.json").read_text())
+    assert sweep["status"] == "ok" and sweep["runs"] == ["s-01-s0", "s-01-s1-2", "s-02-s0", "s-02-s1-2"]
+    page = (out / "sweep-s" / "index.html").read_text()
+    for rate in (0.2, 0.4):
+        mean, half = _t_interval([rate, rate + 0.01])
+        assert f"{mean:.4g} ± {half:.4g}" in page  # downstream_gain over the two seeds
+    assert page.count("intervals apart") >= 1 and page.count("within noise") >= 1  # downstream_gain vs noisy
+    assert "paired Δ +0.2 <small>[+0.2, +0.2], 2 seeds: higher" in page
+    assert "downstream_gain_ci_low</td>" not in page.split("<h2>Runs</h2>")[0]  # a run's own CI is not averaged
+    assert page.index("downstream_task") < page.index("noisy")  # the headline first, here and in the index
+    row = next(r for r in (out / "index.html").read_text().split("<tr>") if 'href="s-01-s0/index.html"' in r)
+    assert row.index("downstream_task=toy<br>downstream_gain=0.2<br>") < row.index("noisy=")
+    assert '"fill":"toself"' in page and "95% CI band" in page
+    # Settings must match what ran; a running sweep's id is not reused.
+    assert _cli([*base[:4], "0,1,2", *base[5:], "--resume", "--sweep-id", "s"]) == 2
+    assert "sweep s ran with other seeds" in capsys.readouterr().out
+    assert _cli([*base, "--sweep-id", "s"]) == 2
+    assert "sweep-s already exists; pass another --sweep-id (or --resume" in capsys.readouterr().out
+
+
+SLEEP_CELL = """import os, time
+from workbench.report import record_metrics
+open(f'{pid_dir}/{mask_rate}', 'w').write(str(os.getpid()))
+t0 = time.time()
+time.sleep(float(os.environ.get("WB_TEST_PAUSE", "0")))
+record_metrics(threads=os.environ.get("OMP_NUM_THREADS", ""), kernel_parent=os.getppid(), t0=t0, t1=time.time())"""
+
+
+@pytest.mark.slow
+def test_parallel_sweep_sigterm_reaches_every_worker_and_resume_finishes_it(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from workbench.report import run_sweep
+    from workbench.report.pool import threads_per_job
+
+    nbs, pids, out = tmp_path / "nbs", tmp_path / "pids", tmp_path / "reports"
+    nbs.mkdir()
+    pids.mkdir()
+    _write_notebook(nbs / "01_sleep.ipynb", 'pid_dir = ""\nmask_rate = 0.1\n', SLEEP_CELL)
+    proc = subprocess.Popen([sys.executable, "-c", CLI_SCRIPT, "sweep", "--param", "mask_rate=0.1,0.2", "--jobs", "2",
+                             "--sweep-id", "par", "--notebooks-dir", str(nbs), "--out", str(out), "-p", f"pid_dir={pids}"],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "WB_TEST_PAUSE": "120"})
+    deadline = time.monotonic() + 180
+    while len([p for p in pids.iterdir() if p.read_text()]) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    kernels = [int(p.read_text()) for p in pids.iterdir()]
+    assert len(kernels) == 2  # both runs are going at once
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "error: interrupted by SIGTERM"
+    for run_id in ("par-01", "par-02"):
+        run = json.loads((out / run_id / "run.json").read_text())
+        assert run["status"] == "interrupted" and run["error"] == "interrupted by SIGTERM", run_id
+    assert json.loads((out / "sweep-par" / "sweep.json").read_text())["status"] == "interrupted"
+    for kernel in kernels:
+        _assert_gone(kernel)
+    # --resume runs both again, two at once, each worker's kernels with half the cores.
+    monkeypatch.setenv("WB_TEST_PAUSE", "1.5")
+    result = run_sweep({"mask_rate": ["0.1", "0.2"]}, {"pid_dir": str(pids)}, notebooks_dir=nbs, out_root=out,
+                       sweep_id="par", resume=True, jobs=2)
+    assert result.ok and [r.run_id for r in result.runs] == ["par-01-2", "par-02-2"] and not result.skipped
+    a, b = (r.metrics for r in result.runs)
+    assert a["threads"] == b["threads"] == str(threads_per_job(2))
+    assert os.getpid() not in (a["kernel_parent"], b["kernel_parent"]) and a["kernel_parent"] != b["kernel_parent"]
+    assert a["t0"] < b["t1"] and b["t0"] < a["t1"]  # the two runs overlapped in time
+    assert json.loads((out / "sweep-par" / "sweep.json").read_text())["status"] == "ok"

@@ -1,0 +1,91 @@
+"""A run's own page and the reports index that links every run and sweep.
+
+The index is rebuilt from the ``run.json`` of every run, under an ``flock`` on a lock file in the
+reports root, and written atomically: runs that finish at the same moment both appear, and a
+reader never sees half a page. A malformed ``run.json`` is skipped with a note on stderr.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from .files import OutputDir, check_out_path, locked
+from .markup import details, esc, grid_table, inline, link, page, status, table
+from .metrics import order_metrics
+from .records import RunResult, read_run, shown_status
+
+__all__ = ["INDEX_LOCK", "run_page", "write_reports_index"]
+
+INDEX_LOCK = ".workbench-index.lock"
+
+
+def _provenance(data: dict[str, Any]) -> str:
+    if not data:
+        return ""
+    shown = {k: (json.dumps(v, sort_keys=True, default=str) if isinstance(v, dict | list) else v) for k, v in data.items()}
+    return details("Provenance (code, packages, machine, command)", table(shown))
+
+
+def run_page(r: RunResult) -> str:
+    """The run's ``index.html``: status, notebooks, parameters, headline metrics, figures, provenance."""
+    rows = [[html.escape(n.name), status(n.status), esc(n.seconds if n.seconds is not None else ""),
+             (link(n.html, "HTML") if n.html else "") + (" · " + link(n.notebook, "ipynb") if n.notebook else ""),
+             html.escape(n.error or "")] for n in r.notebooks]
+    head = (f'<a href="../index.html">all runs</a> · status {status(r.status)} · started {html.escape(r.started)}'
+            f" · {r.seconds:.1f} s" + (f" · sweep {html.escape(r.sweep)}" if r.sweep else "")
+            + (" · " + link(r.figures, "figures") if r.figures else ""))
+    body = (f"<p>{head}</p>"
+            + (f'<p class="wb-failed">{html.escape(r.error)}</p>' if r.error else "")
+            + grid_table(["notebook", "status", "seconds", "output", "error"], rows)
+            + "<h2>Parameters</h2>" + (table(r.parameters) if r.parameters else "<p>defaults</p>")
+            + "<h2>Headline metrics</h2>" + (table(order_metrics(r.metrics)) if r.metrics else "<p>none recorded</p>")
+            + (f"<p>checkpoint: <code>{html.escape(str(r.run_dir / r.checkpoint))}</code></p>" if r.checkpoint else "")
+            + _provenance(r.provenance))
+    return page(f"Run {r.run_id}", body)
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # a sweep being written for the first time, or damaged: not listed
+
+
+def _run_row(r: dict[str, Any]) -> list[str]:
+    d = r["_dir"]
+    nbs = " ".join((link(f"{d}/{n['html']}", n["name"]) if isinstance(n.get("html"), str) else html.escape(n["name"]))
+                   + f" {status(str(n.get('status')))}" for n in r["notebooks"])
+    return [link(f"{d}/index.html", d), esc(r["started"]), status(shown_status(r)), inline(r["parameters"]),
+            inline(order_metrics(r["metrics"])), nbs]
+
+
+def _index_body(out: OutputDir) -> str:
+    """Every run and sweep dir the workbench wrote in ``out`` (foreign folders are not listed)."""
+    dirs = [out.path / name for name in out.owned() if (out.path / name).is_dir()]
+    runs = [r | {"_dir": d.name} for d in dirs if (d / "run.json").exists() and (r := read_run(d / "run.json")) is not None]
+    runs.sort(key=lambda r: (r["started"], r["_dir"]), reverse=True)
+    body = grid_table(["run", "started", "status", "parameters", "headline metrics", "notebooks"], [_run_row(r) for r in runs])
+    sweeps = [s | {"_dir": d.name} for d in dirs if (d / "sweep.json").exists() and isinstance(s := _json(d / "sweep.json"), dict)]
+    if sweeps:
+        rows = [[link(f"{s['_dir']}/index.html", s["_dir"]), status(str(s.get("status", "?"))),
+                 inline({k: ", ".join(map(str, v)) for k, v in (s.get("grid") or {}).items() if isinstance(v, list)}),
+                 esc(", ".join(map(str, s.get("seeds") or [])) or "-"), esc(len(s.get("runs") or []))]
+                for s in sorted(sweeps, key=lambda s: s["_dir"], reverse=True)]
+        body = ("<h2>Sweeps</h2>" + grid_table(["sweep", "status", "grid", "seeds", "runs"], rows)
+                + "<h2>Runs</h2>" + body)
+    return body
+
+
+def write_reports_index(out_root: str | Path = "reports") -> Path:
+    """Regenerate ``out_root/index.html`` from every run's ``run.json`` and every sweep's ``sweep.json``."""
+    root = check_out_path(out_root, "--out")
+    root.mkdir(parents=True, exist_ok=True)
+    with locked(root / INDEX_LOCK):  # read and write as one step: the last writer saw every run
+        out = OutputDir.open(root, "report")  # inside the lock: the manifest as the last writer left it
+        if not out.owns(INDEX_LOCK):
+            out.adopt(INDEX_LOCK, "log")
+        out.write_text("index.html", page("Reports", _index_body(out)))
+    return root / "index.html"

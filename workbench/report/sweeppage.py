@@ -1,0 +1,141 @@
+"""A sweep's comparison page: mean ± 95% CI over seeds per combination, curves with bands, noise marked.
+
+Intervals are Student-t intervals over seeds (``workbench.stats.mean_ci``). A combination is
+compared with the first one (the baseline): when their intervals overlap the difference is marked
+"within noise"; beside it, the paired difference over the seeds both ran, with its interval.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .curves import band_figure, final_values, read_curves
+from .files import write_owned
+from .markup import esc, grid_table, link, page, status
+from .metrics import order_metrics
+from .pages import write_reports_index
+from .records import RunResult
+
+if TYPE_CHECKING:
+    from .sweep import SweepResult
+
+__all__ = ["Group", "compare_cell", "group_runs", "save_sweep", "summary_rows"]
+
+_SKIP_SUFFIXES = ("_ci_low", "_ci_high")  # a run's own interval: not a quantity to average over seeds
+
+
+class Group:
+    """The runs of one combination of swept values, over seeds."""
+
+    def __init__(self, label: str, runs: list[RunResult]) -> None:
+        self.label, self.runs = label, runs
+        self.values: dict[str, dict[Any, float]] = {}  # metric -> seed -> value, ok runs only
+        self.texts: dict[str, set[str]] = {}  # metric -> its text values (a task name, a flag)
+        for r in runs:
+            if not r.ok:
+                continue
+            seed = (r.combination or {}).get("seed")
+            for k, v in {**final_values(read_curves(r)), **order_metrics(r.metrics)}.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    if not k.endswith(_SKIP_SUFFIXES):
+                        self.values.setdefault(k, {})[seed] = float(v)
+                elif v is not None:
+                    self.texts.setdefault(k, set()).add(str(v))
+
+    def interval(self, metric: str) -> tuple[float, float, float] | None:
+        """(mean, low, high) over seeds; None with fewer than two."""
+        from ..stats import mean_ci
+
+        vals = list(self.values.get(metric, {}).values())
+        return mean_ci(vals) if len(vals) >= 2 else None
+
+
+def group_runs(runs: Sequence[RunResult], names: Sequence[str]) -> list[Group]:
+    """Runs grouped by their swept values (seed aside), in sweep order."""
+    groups: dict[str, list[RunResult]] = {}
+    for r in runs:
+        combo = r.combination or r.parameters
+        groups.setdefault(", ".join(f"{n}={combo.get(n)}" for n in names), []).append(r)
+    return [Group(label, rs) for label, rs in groups.items()]
+
+
+def _overlap(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
+    return a[1] <= b[2] and b[1] <= a[2]
+
+
+def compare_cell(group: Group, base: Group, metric: str) -> str:
+    """One cell: the value or mean ± half-width, and against the baseline: the paired Δ and the noise mark."""
+    vals = group.values.get(metric, {})
+    if not vals:
+        return html.escape(", ".join(sorted(group.texts.get(metric, ()))))
+    own = group.interval(metric)
+    if own is None:
+        return esc(next(iter(vals.values())))
+    mean, low, high = own
+    text = f"{esc(mean)} ± {esc((high - low) / 2)} <small>[{esc(low)}, {esc(high)}] n={len(vals)}</small>"
+    other = base.interval(metric)
+    if group is base or other is None:
+        return text
+    mark = ('<span class="wb-noise">within noise</span>' if _overlap(own, other)
+            else '<span class="wb-differs">intervals apart</span>')
+    shared = [s for s in vals if s in base.values.get(metric, {})]
+    if len(shared) >= 2:
+        from ..stats import NO_DIFFERENCE, paired_difference
+
+        d = paired_difference([vals[s] for s in shared], [base.values[metric][s] for s in shared])
+        words = NO_DIFFERENCE if d["verdict"] == NO_DIFFERENCE else "higher" if d["low"] > 0 else "lower"
+        text += f"<br>paired Δ {d['mean']:+.4g} <small>[{d['low']:+.4g}, {d['high']:+.4g}], {d['n']} seeds: {words}</small>"
+    return f"{text}<br>{mark}"
+
+
+def summary_rows(groups: Sequence[Group]) -> list[list[str]]:
+    """One row per metric, one column per combination."""
+    metrics = list(dict.fromkeys(m for g in groups for m in order_metrics(dict.fromkeys([*g.values, *g.texts]))))
+    return [[html.escape(m), *(compare_cell(g, groups[0], m) for g in groups)] for m in metrics]
+
+
+def _runs_table(sweep: SweepResult, names: Sequence[str]) -> str:
+    keys = list(dict.fromkeys(k for r in sweep.runs for k in order_metrics(r.metrics)))
+    seeds = ["seed"] if sweep.seeds is not None else []
+    rows = []
+    for r in sweep.runs:
+        combo, last = r.combination or r.parameters, final_values(read_curves(r))
+        rows.append([link(f"../{r.run_id}/index.html", r.run_id), *(esc(combo.get(n)) for n in [*names, *seeds]),
+                     status(r.status), *(esc(last.get(f"final {y}", "")) for y in ("loss", "eval mlm_accuracy")),
+                     *(esc(r.metrics.get(k, "")) for k in keys)])
+    return grid_table(["run", *names, *seeds, "status", "final loss", "final eval mlm_accuracy", *keys], rows)
+
+
+def _figure(groups: Sequence[Group]) -> str:
+    curves = {g.label: [c for r in g.runs if r.ok and (c := read_curves(r))] for g in groups}
+    curves = {label: cs for label, cs in curves.items() if cs}
+    if not curves:
+        return "<p>No training curves: no finished run wrote checkpoint/metrics.jsonl.</p>"
+    return band_figure(curves).to_html(include_plotlyjs=True, full_html=False)  # inline plotly.js: offline
+
+
+def save_sweep(sweep: SweepResult, out_root: Path) -> None:
+    """Write the sweep's ``sweep.json`` and comparison page, then refresh the reports index."""
+    names = list(sweep.grid)
+    groups = group_runs(sweep.runs, names)
+    grid = ", ".join(f"{n} ∈ {{{', '.join(map(str, v))}}}" for n, v in sweep.grid.items())
+    seeds = f"seeds {', '.join(map(str, sweep.seeds))}" if sweep.seeds is not None else "one run per combination (no --seeds)"
+    summary = ""
+    if groups:
+        head = ["metric", *(g.label + (" (baseline)" if k == 0 else "") for k, g in enumerate(groups))]
+        summary = ("<h2>Over seeds</h2><p>mean ± half-width of the 95% Student-t interval over seeds; against the "
+                   "baseline: paired difference and whether the intervals overlap (within noise).</p>"
+                   + grid_table(head, summary_rows(groups)))
+    body = (f'<p><a href="../index.html">all runs</a> · status {status(sweep.status)}</p>'
+            f"<p>{html.escape(grid)}; {html.escape(seeds)}</p>"
+            + (f"<p>resumed: {len(sweep.skipped)} finished run(s) kept</p>" if sweep.skipped else "")
+            + summary + "<h2>Runs</h2>" + _runs_table(sweep, names) + _figure(groups))
+    data = {"sweep_id": sweep.sweep_id, **sweep.definition, "status": sweep.status,
+            "runs": [r.run_id for r in sweep.runs], "skipped": sweep.skipped}
+    write_owned(sweep.sweep_dir, "sweep.json", json.dumps(data, indent=2, default=str) + "\n", "sweep")
+    write_owned(sweep.sweep_dir, "index.html", page(f"Sweep {sweep.sweep_id}", body), "sweep")
+    write_reports_index(out_root)
