@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from transformers import BertForPreTraining
 
 from . import __version__
+from . import trackers as tracking
 from .allocator import retain_freed_memory
 from .checkpoint import (
     CHECKPOINT_PREFIX,
@@ -50,6 +51,7 @@ from .errors import WorkbenchError
 from .masking import PretrainingCollator
 from .model import PretrainingModule, build_model, quiet_transformers
 from .pretraining_data import PretrainingData, load_prepared, prepare_dataset
+from .provenance import collect as collect_provenance
 
 __all__ = [
     "Callback",
@@ -67,7 +69,7 @@ Callback = Callable[[dict[str, Any]], None]
 RUN_FILE, METRICS_FILE, EVAL_FILE = "run.json", "metrics.jsonl", "eval.json"
 # TrainConfig fields that may change on --resume: where outputs go and how often, not the maths.
 _RUN_CONTROL = ("data", "out", "resume", "overwrite", "eval_every", "eval_batch_size",
-                "save_every", "keep_checkpoints", "log_every", "progress", "attention")
+                "save_every", "keep_checkpoints", "log_every", "progress", "attention", "report_to")
 _COLUMNS = ("input_ids", "token_type_ids", "next_sentence_label")
 _EVAL_SEED_OFFSET = 1_000_003  # eval masks: fixed per run, never the training stream
 
@@ -180,7 +182,10 @@ class Pretrainer:
         self.callbacks = list(callbacks)
         # No mixed_precision argument: an Accelerator made earlier in this process (a notebook's
         # Trainer) or by `accelerate launch --mixed_precision` fixes it; _resolve_precision checks.
-        self.acc = Accelerator()
+        # log_with is per instance (AcceleratorState, the shared part, does not hold it).
+        report_to = tracking.parse_report_to(cfg.report_to)
+        tracking.check_installed(report_to)  # a missing wandb/mlflow: one line now, not a warning mid-run
+        self.acc = Accelerator(log_with=tracking.make_trackers(report_to, cfg.out) or None)
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         self.device = self.acc.device
         self.is_main = self.acc.is_main_process
@@ -211,6 +216,7 @@ class Pretrainer:
         self.run_config = self._run_config()
 
         resume_from = self._prepare_out()
+        tracking.start(self.acc, cfg.out, {**asdict(cfg), **asdict(self.masking)}, fresh=resume_from is None)
         self.model = self._build_model(resume_from)
         self.raw_module = PretrainingModule(self.model)
         self.module = self.acc.prepare(self.raw_module)  # device placement, DDP when launched
@@ -295,6 +301,9 @@ class Pretrainer:
             "processes": self.world,
             "global_batch": self.global_batch,
             "precision": self.precision,
+            "provenance": collect_provenance(
+                precision=self.precision, attention=resolve_attention(self.cfg.attention, self.device),
+                num_processes=self.world, seed=self.cfg.seed, data_cache_key=self.data.stats.get("cache_key")),
         }
 
     def _prepare_out(self) -> Path | None:
@@ -535,6 +544,7 @@ class Pretrainer:
             return
         with open(Path(self.cfg.out) / METRICS_FILE, "a") as f:
             f.write(json.dumps(metrics) + "\n")
+        tracking.log(self.acc, metrics)  # train/mlm_loss, eval/nsp_accuracy, ...
         for callback in self.callbacks:
             callback(dict(metrics))
 
@@ -622,6 +632,7 @@ class Pretrainer:
         }
         if self.is_main:
             write_json_atomic(Path(self.cfg.out) / EVAL_FILE, summary)
+        tracking.finish(self.acc)
         return PretrainResult(Path(self.cfg.out), self.last_checkpoint, summary, self.history, self.model,
                               self.tokenizer, self.step, tps, wall, self.is_main)
 
