@@ -6,10 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import BertForPreTraining
 
 from workbench import provenance, trackers
 from workbench.config import DataConfig, FinetuneConfig, MaskingConfig, TrainConfig
 from workbench.errors import WorkbenchError
+from workbench.finetune import finetune
+from workbench.model import preset_config
 from workbench.pretraining_data import prepare_dataset
 from workbench.train import pretrain
 
@@ -70,6 +74,41 @@ def test_tensorboard_event_files_hold_train_and_eval_scalars_and_run_json_proven
     assert record["packages"]["torch"] and record["packages"]["transformers"] and record["python"]
     assert record["device"] and record["os"] and record["command"]
     assert record["git_commit"] == provenance.git_state()[0]
+
+
+@pytest.fixture
+def one_thread():
+    """A tiny model: one thread is as fast, and another job on the cores cannot stall a thread barrier."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_finetune_logs_train_eval_and_test_scalars_and_provenance(minilm_tokenizer, tmp_path, one_thread):
+    torch.manual_seed(0)
+    model = tmp_path / "tiny"
+    config = preset_config("tiny", len(minilm_tokenizer), int(minilm_tokenizer.pad_token_id),
+                           hidden_size=64, intermediate_size=256, num_attention_heads=2)
+    BertForPreTraining(config).save_pretrained(model)
+    minilm_tokenizer.save_pretrained(model)
+    seen: list[dict] = []
+    out = tmp_path / "ft"
+    result = finetune(FinetuneConfig(model=str(model), task="builtin:rt-polarity", out=str(out), max_steps=6,
+                                     eval_every=3, patience=0, batch_size=16, progress=False, seed=5),
+                      callbacks=[seen.append])
+    events = _events(out / trackers.TENSORBOARD_DIR)
+    train = {m["step"]: m for m in seen if m["type"] == "train"}
+    assert events["train/loss"] == pytest.approx({s: m["loss"] for s, m in train.items()}, rel=1e-6)
+    assert sorted(events["train/lr"]) == sorted(events["train/grad_norm"]) == [1, 2, 3, 4, 5, 6]
+    assert events["eval/accuracy"] == pytest.approx({m["step"]: m["accuracy"] for m in seen if m["type"] == "eval"})
+    assert sorted(events["eval/accuracy"]) == [3, 6]
+    assert events["test/accuracy"] == pytest.approx({6: result.results["accuracy"]})
+    record = json.loads((out / "results.json").read_text())["provenance"]
+    assert set(provenance.FIELDS) <= set(record)
+    assert record["seed"] == 5 and record["num_processes"] == 1 and record["attention"] == "eager"
+    assert record["precision"] in ("fp32", "bf16") and record["precision"] == result.results["precision"]
+    assert record["git_commit"] == provenance.git_state()[0] and record["packages"]["datasets"]
 
 
 def test_report_to_is_validated_and_a_missing_package_is_one_line(monkeypatch, tmp_path):

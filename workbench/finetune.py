@@ -36,12 +36,14 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from . import trackers as tracking
 from .allocator import retain_freed_memory
 from .builtin import resolve_pretrained
 from .checkpoint import latest_checkpoint, write_json_atomic
 from .config import FinetuneConfig
 from .data import builtin_rt_polarity_path
 from .errors import WorkbenchError
+from .provenance import collect as collect_provenance
 from .tokenizer import load_tokenizer
 from .train import lr_multiplier, resolve_attention, resolve_precision
 
@@ -511,7 +513,10 @@ def _unseen(enc: _Encoded, frame: pd.DataFrame, split: str, warnings: list[str])
 def finetune(cfg: FinetuneConfig, data: TaskData | None = None, callbacks: Sequence[Callback] = ()) -> FinetuneResult:
     """Fine-tune ``cfg.model`` on ``cfg.task``; write OUT/results.json and OUT/predictions.tsv."""
     start_time = time.perf_counter()
-    acc = Accelerator()  # as pretraining: `accelerate launch` gives DDP, else one process
+    report_to = tracking.parse_report_to(cfg.report_to) if cfg.out else ()  # no --out: nothing written
+    tracking.check_installed(report_to)
+    # as pretraining: `accelerate launch` gives DDP, else one process; log_with is per instance
+    acc = Accelerator(log_with=tracking.make_trackers(report_to, cfg.out) or None)
     device, world, rank, is_main = acc.device, acc.num_processes, acc.process_index, acc.is_main_process
     launched = str(acc.mixed_precision)
     if launched not in ("no", "bf16"):
@@ -573,9 +578,12 @@ def finetune(cfg: FinetuneConfig, data: TaskData | None = None, callbacks: Seque
     def log(metrics: dict[str, Any]) -> None:
         history.append(metrics)
         if is_main:
+            tracking.log(acc, metrics)  # train/loss, eval/accuracy, ...
             for callback in callbacks:
                 callback(dict(metrics))
 
+    if cfg.out:
+        tracking.start(acc, cfg.out, asdict(cfg), fresh=True)
     bar = tqdm(total=total, desc="finetune", unit="step", disable=not (is_main and cfg.progress), dynamic_ncols=True)
     try:
         while step < total:
@@ -634,6 +642,9 @@ def finetune(cfg: FinetuneConfig, data: TaskData | None = None, callbacks: Seque
     eval_seconds += time.perf_counter() - t0
     test = _scores(probs, enc["test"], data.labels)
     scored = enc["test"].labels >= 0
+    tracking.log(acc, {"type": "test", "step": step, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
+                       "loss": test["loss"]})
+    tracking.finish(acc)
     results = {
         "task": data.name, "model": cfg.model, **info, "labels": data.labels, "pairs": data.pairs,
         "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "test_loss": test["loss"],
@@ -647,6 +658,8 @@ def finetune(cfg: FinetuneConfig, data: TaskData | None = None, callbacks: Seque
         "examples_per_second": seen / max(train_seconds, 1e-9),
         "wall_seconds": time.perf_counter() - start_time,
         "split_notes": data.notes, "warnings": warnings, "config": asdict(cfg),
+        "provenance": collect_provenance(precision=precision, attention=resolve_attention("auto", device),
+                                         num_processes=world, seed=cfg.seed, data_cache_key=None),
     }
     frame = data.splits["test"].copy()
     frame["prediction"] = [data.labels[i] for i in probs.argmax(1)]
