@@ -98,11 +98,24 @@ def _cmd_heads(args: argparse.Namespace) -> int:
     tmp = args.out / ".head_stats.csv.tmp"
     stats.to_csv(tmp, index=False, float_format="%.5f")
     tmp.replace(args.out / "head_stats.csv")
+    _write_heads_run(args.out, cfg, model)
     notable = attention.notable_heads(stats)
     print(f"{cfg.model}: {len(stats)} heads over {len(segments)} segments of {cfg.corpus}")
     print(notable.to_string(index=False) if len(notable) else "no head passes 0.5 on [CLS]/[SEP]/prev/next")
     print(f"head statistics: {args.out / 'head_stats.csv'}")
     return 0
+
+
+def _write_heads_run(out: Path, cfg: AttentionConfig, model: Any) -> None:
+    """OUT/run.json beside head_stats.csv: the config and where the numbers came from."""
+    from .checkpoint import write_json_atomic
+    from .provenance import collect
+
+    dtype = next(model.parameters()).dtype
+    record = collect(precision="bf16" if str(dtype) == "torch.bfloat16" else "fp32",
+                     attention=getattr(model.config, "_attn_implementation", None), num_processes=1,
+                     seed=cfg.seed, data_cache_key=None)
+    write_json_atomic(out / "run.json", {"command": "heads", "config": dataclasses.asdict(cfg), "provenance": record})
 
 
 # The demo is the notebook sequence on its defaults, with the default pretraining run of
