@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import json
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -39,3 +43,56 @@ def test_makefile_installs_cpu_torch_without_replacing_an_existing_one():
     assert "TORCH_SPEC ?= torch==" in makefile
     # An existing (e.g. CUDA) torch is kept: the CPU spec is installed only when none imports.
     assert 'python -c "import torch" 2>/dev/null ||' in makefile
+
+
+def _imported_modules(source: str) -> set[str]:
+    """Top-level names of every absolute import in ``source`` (inside functions too)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _code_imports() -> dict[str, set[str]]:
+    """module -> the files of workbench/ and notebooks/ that import it."""
+    found: dict[str, set[str]] = {}
+    sources = [(p, p.read_text()) for p in sorted((REPO / "workbench").rglob("*.py"))]
+    for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(nb.read_text())["cells"]:
+            if cell["cell_type"] == "code":  # IPython magics and shell lines are not Python
+                lines = "".join(cell["source"]).splitlines()
+                sources.append((nb, "\n".join(x for x in lines if not x.lstrip().startswith(("%", "!")))))
+    for path, source in sources:
+        for name in _imported_modules(source):
+            found.setdefault(name, set()).add(str(path.relative_to(REPO)))
+    return found
+
+
+def _dist(requirement: str) -> str:
+    return _normalise(requirement)[0]
+
+
+def test_every_import_is_a_declared_dependency():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = {k: v for k, v in project["optional-dependencies"].items() if k != "dev"}  # dev: not for the package
+    declared = {_dist(r) for r in project["dependencies"]} | {_dist(r) for reqs in extras.values() for r in reqs}
+    providers = importlib.metadata.packages_distributions()  # module -> installed distributions
+    undeclared = {}
+    for module, files in _code_imports().items():
+        if module in sys.stdlib_module_names or module in ("workbench", "__future__"):
+            continue
+        # An optional extra that is not installed here has no distribution to look up: its module
+        # name must then be the declared name itself (mlflow, wandb).
+        dists = {_dist(d) for d in providers.get(module, [module])}
+        if not dists & declared:
+            undeclared[module] = (sorted(dists), sorted(files))
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
+
+
+def test_import_check_catches_an_undeclared_module():
+    # the walk sees imports inside functions and from-imports, and skips relative ones
+    assert _imported_modules("import a.b\nfrom c.d import e\nfrom . import f\ndef g():\n    import h\n") == {"a", "c", "h"}
+    assert "scipy" in _code_imports() and "workbench/attention.py" in _code_imports()["scipy"]
