@@ -6,10 +6,12 @@ import ast
 import importlib.metadata
 import json
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,3 +98,63 @@ def test_import_check_catches_an_undeclared_module():
     # the walk sees imports inside functions and from-imports, and skips relative ones
     assert _imported_modules("import a.b\nfrom c.d import e\nfrom . import f\ndef g():\n    import h\n") == {"a", "c", "h"}
     assert "scipy" in _code_imports() and "workbench/attention.py" in _code_imports()["scipy"]
+
+
+# ------------------------------------------------------------------ chromium for `make test`
+def _fake_bin(tmp_path: Path, uid: int, sudo: str | None, apt: bool = True) -> Path:
+    """A PATH of fakes: `id -u` says ``uid``; apt-get logs its arguments and installs a chromium."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "log"
+    scripts = {"id": f'#!/bin/sh\necho {uid}\n'}
+    if apt:
+        scripts["apt-get"] = (f'#!/bin/sh\necho "apt-get $*" >> {log}\n'
+                              f'if [ "$1" = install ]; then printf "#!/bin/sh\\n" > {bin_dir}/chromium; '
+                              f'/bin/chmod +x {bin_dir}/chromium; fi\n')
+    if sudo == "passwordless":  # `sudo -n true` succeeds; `sudo CMD` runs CMD
+        scripts["sudo"] = f'#!/bin/sh\n[ "$1" = -n ] && exit 0\necho "sudo $1" >> {log}\nexec "$@"\n'
+    elif sudo == "password":  # `sudo -n` fails: it would have to ask
+        scripts["sudo"] = '#!/bin/sh\nexit 1\n'
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+def _ensure(bin_dir: Path) -> subprocess.CompletedProcess:
+    # stdin is not a terminal here, as in CI; PATH holds only the fakes, so no chromium is found
+    return subprocess.run(["/bin/bash", str(REPO / ".ci" / "ensure-chromium")], env={"PATH": str(bin_dir)},
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("uid, sudo, via", [(0, None, ""), (1000, "passwordless", "sudo apt-get\n")])
+def test_ensure_chromium_installs_it_as_root_or_with_sudo(tmp_path, uid, sudo, via):
+    bin_dir = _fake_bin(tmp_path, uid, sudo)
+    done = _ensure(bin_dir)
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "log").read_text()
+    assert "apt-get update\n" in log and "apt-get install -y chromium\n" in log
+    assert log.count("sudo apt-get") == (2 if sudo else 0)
+    assert _ensure(bin_dir).returncode == 0 and (tmp_path / "log").read_text() == log  # present: nothing to do
+
+
+@pytest.mark.parametrize("sudo", [None, "password"])
+def test_ensure_chromium_stops_at_once_with_the_command_when_it_cannot_install(tmp_path, sudo):
+    done = _ensure(_fake_bin(tmp_path, 1000, sudo))
+    assert done.returncode == 1 and not (tmp_path / "log").exists()
+    assert done.stderr.count("\n") == 1 and "sudo apt-get install -y chromium" in done.stderr
+
+
+def test_ensure_chromium_without_apt_get_names_the_problem(tmp_path):
+    done = _ensure(_fake_bin(tmp_path, 0, None, apt=False))
+    assert done.returncode == 1 and "there is no apt-get" in done.stderr
+
+
+def test_make_test_ensures_chromium_first_and_ci_only_runs_make_test():
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^test: chromium venv$", makefile, re.M)
+    assert re.search(r"^chromium:\n\t@bash \.ci/ensure-chromium$", makefile, re.M)
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == "make test" and not any("apt-get" in line or "chromium" in line for line in ci)
+    dry = subprocess.run(["make", "-n", "test"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert dry.stdout.splitlines()[0] == "bash .ci/ensure-chromium", dry.stdout
