@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JS_PACKAGES := requirejs@2.3.6 d3@5.7.0 jquery@2.1.0
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test chromium lint bench clean
 
 venv: $(STAMP)
 
@@ -29,10 +29,16 @@ demo: venv
 	$(BIN)/workbench demo
 
 # The unit tests and every notebook on its small defaults (nbval), in one pytest run.
-test: venv
+# chromium first: when it is missing and cannot be installed, stop before minutes of set-up.
+test: chromium venv
 	$(BIN)/ruff check workbench tests benchmarks notebooks
 	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with notebooks/sanitize.cfg
+
+# tests/test_browser.py needs Debian's chromium: installed when missing (root or sudo), else
+# stop with the command to run.
+chromium:
+	@bash .ci/ensure-chromium
 
 bench: venv
 	$(BIN)/python benchmarks/data_pipeline.py

@@ -66,3 +66,33 @@ def test_collect_never_raises_and_is_fast(monkeypatch):
     start = time.perf_counter()
     provenance.collect()
     assert time.perf_counter() - start < 0.2
+
+
+def test_heads_writes_run_json_with_every_provenance_field(minilm_tokenizer, wiki_documents, tmp_path):
+    import json
+
+    from transformers import BertForPreTraining
+
+    from workbench import cli
+    from workbench.model import preset_config
+
+    torch.manual_seed(0)
+    model = tmp_path / "tiny"
+    config = preset_config("tiny", len(minilm_tokenizer), int(minilm_tokenizer.pad_token_id),
+                           hidden_size=64, intermediate_size=256, num_attention_heads=2)
+    BertForPreTraining(config).save_pretrained(model)
+    minilm_tokenizer.save_pretrained(model)
+    corpus = tmp_path / "corpus.txt"  # four real documents, a blank line between them
+    corpus.write_text("\n\n".join(" ".join(doc[:6]) for doc in wiki_documents[:4]) + "\n")
+    out = tmp_path / "heads"
+    assert cli.main(["heads", "--model", str(model), "--corpus", str(corpus), "--segments", "4",
+                     "--max-seq-length", "32", "--seed", "9", "--out", str(out)]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert (out / "head_stats.csv").is_file() and run["command"] == "heads"
+    assert run["config"]["model"] == str(model) and run["config"]["segments"] == 4
+    record = run["provenance"]
+    assert set(provenance.FIELDS) <= set(record)
+    assert record["attention"] == "eager" and record["precision"] == "fp32"  # attentions need eager
+    assert record["seed"] == 9 and record["num_processes"] == 1
+    assert record["git_commit"] == provenance.git_state()[0] and record["packages"]["transformers"]
+    assert record["command"][1:] == sys.argv[1:]  # this process's command line (pytest's here)

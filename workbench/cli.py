@@ -88,12 +88,13 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 HEAD_STATS = "head_stats.csv"
+HEADS_RUN = "run.json"
 
 
 def _cmd_heads(args: argparse.Namespace) -> int:
     cfg = _config(AttentionConfig, args)
     out = OutputDir.open(args.out, "heads", create=False)  # before any work: a file or a foreign csv is refused
-    out.check_writable([HEAD_STATS])
+    out.check_writable([HEAD_STATS, HEADS_RUN])
 
     from . import attention
     from .data import iter_documents
@@ -109,11 +110,23 @@ def _cmd_heads(args: argparse.Namespace) -> int:
         out.commit(tmp, HEAD_STATS)
     finally:
         tmp.unlink(missing_ok=True)
+    out.write_json(HEADS_RUN, _heads_run(cfg, model))
     notable = attention.notable_heads(stats)
     print(f"{cfg.model}: {len(stats)} heads over {len(segments)} segments of {cfg.corpus}")
     print(notable.to_string(index=False) if len(notable) else "no head passes 0.5 on [CLS]/[SEP]/prev/next")
     print(f"head statistics: {out.path / HEAD_STATS}")
     return 0
+
+
+def _heads_run(cfg: AttentionConfig, model: Any) -> dict[str, Any]:
+    """The run.json beside head_stats.csv: the config and where the numbers came from."""
+    from .provenance import collect
+
+    dtype = next(model.parameters()).dtype
+    record = collect(precision="bf16" if str(dtype) == "torch.bfloat16" else "fp32",
+                     attention=getattr(model.config, "_attn_implementation", None), num_processes=1,
+                     seed=cfg.seed, data_cache_key=None)
+    return {"command": "heads", "config": dataclasses.asdict(cfg), "provenance": record}
 
 
 # The demo is the notebook sequence on its defaults, with the default pretraining run of

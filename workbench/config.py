@@ -26,6 +26,7 @@ __all__ = [
     "PRECISIONS",
     "PRESET_NAMES",
     "SCHEDULES",
+    "TRACKERS",
     "config_from_dict",
     "config_fields",
     "coerce_value",
@@ -35,6 +36,7 @@ OBJECTIVES = ("nsp", "sop", "mlm")
 PRECISIONS = ("auto", "bf16", "fp32")
 ATTENTIONS = ("auto", "sdpa", "eager")
 SCHEDULES = ("linear", "one_cycle")
+TRACKERS = ("tensorboard", "wandb", "mlflow")  # --report-to (workbench.trackers)
 PRESET_NAMES = ("tiny", "mini", "small", "medium", "base")  # sizes in workbench.model.PRESETS
 C = TypeVar("C")
 
@@ -46,6 +48,14 @@ def _help(text: str, default: Any) -> Any:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise WorkbenchError(message)
+
+
+def _check_report_to(value: str) -> None:
+    names = [n.strip().lower() for n in value.split(",") if n.strip()]
+    bad = [n for n in names if n not in (*TRACKERS, "none")]
+    _check(not bad, f"report_to {value!r}: {', '.join(bad)} is not one of {', '.join(TRACKERS)} or none; "
+                    "pass e.g. --report-to tensorboard,wandb")
+    _check("none" not in names or names == ["none"], f"report_to {value!r} mixes none with trackers; pass one or the other")
 
 
 @dataclass
@@ -165,6 +175,8 @@ class TrainConfig:
     save_every: int = _help("Checkpoint every this many steps (0 = at the end only).", 500)
     keep_checkpoints: int = _help("Keep the last this many checkpoints.", 2)
     log_every: int = _help("Append training metrics to metrics.jsonl and call callbacks every this many steps.", 1)
+    report_to: str = _help("Experiment trackers, a comma list of tensorboard, wandb, mlflow, or `none`; they log under --out "
+                           "(wandb and mlflow are optional extras: pip install 'workbench[wandb]').", "tensorboard")
     progress: bool = _help("Show a progress bar.", True)
     resume: bool = _help("Continue the run in --out from its last checkpoint (the config must match).", False)
     overwrite: bool = _help("Start over in an --out that holds a previous run or other files (other files are kept).", False)
@@ -191,6 +203,7 @@ class TrainConfig:
         _check(self.keep_checkpoints >= 1, f"keep_checkpoints {self.keep_checkpoints} must be 1 or more")
         _check(self.log_every >= 1, f"log_every {self.log_every} must be 1 or more")
         _check(not (self.resume and self.overwrite), "--resume and --overwrite contradict each other; pass one")
+        _check_report_to(self.report_to)
 
 
 @dataclass
@@ -261,6 +274,8 @@ class FinetuneConfig:
     compile: bool = _help("torch.compile the encoder (minutes of compile time; pays off on long GPU runs).", False)
     seed: int = _help("Seed of the classifier initialisation, the data order and the --train-size sample.", 0)
     save_model: bool = _help("Also save the fine-tuned model and tokenizer to OUT/model.", False)
+    report_to: str = _help("Experiment trackers, a comma list of tensorboard, wandb, mlflow, or `none`; they log under --out "
+                           "(wandb and mlflow are optional extras: pip install 'workbench[wandb]').", "tensorboard")
     log_every: int = _help("Call callbacks with training metrics every this many steps.", 1)
     progress: bool = _help("Show a progress bar.", True)
 
@@ -285,6 +300,7 @@ class FinetuneConfig:
         _check(self.eval_every >= 0 and self.patience >= 0, "eval_every and patience must be 0 or more")
         _check(self.precision in PRECISIONS, f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         _check(self.log_every >= 1, f"log_every {self.log_every} must be 1 or more")
+        _check_report_to(self.report_to)
 
 
 def config_fields(cls: type) -> dict[str, dataclasses.Field]:

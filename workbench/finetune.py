@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from . import trackers as tracking
 from .allocator import retain_freed_memory
 from .builtin import resolve_pretrained
 from .checkpoint import check_model_checkpoint, latest_checkpoint
@@ -42,6 +43,7 @@ from .config import FinetuneConfig
 from .data import builtin_rt_polarity_path
 from .errors import WorkbenchError
 from .outputs import OutputDir
+from .provenance import collect as collect_provenance
 from .tokenizer import load_tokenizer
 from .train import lr_multiplier, resolve_attention, resolve_precision
 
@@ -513,10 +515,14 @@ def _unseen(enc: _Encoded, frame: pd.DataFrame, split: str, warnings: list[str])
 def finetune(cfg: FinetuneConfig, data: TaskData | None = None, callbacks: Sequence[Callback] = ()) -> FinetuneResult:
     """Fine-tune ``cfg.model`` on ``cfg.task``; write OUT/results.json and OUT/predictions.tsv."""
     start_time = time.perf_counter()
+    report_to = tracking.parse_report_to(cfg.report_to) if cfg.out else ()  # no --out: nothing written
+    tracking.check_installed(report_to)
     outdir = OutputDir.open(cfg.out, "finetune", create=False) if cfg.out else None
     if outdir is not None:  # before any work: a file, or foreign entries under our names, are refused
-        outdir.check_writable([PREDICTIONS_FILE, RESULTS_FILE] + ([MODEL_DIR] if cfg.save_model else []))
-    acc = Accelerator()  # as pretraining: `accelerate launch` gives DDP, else one process
+        outdir.check_writable([PREDICTIONS_FILE, RESULTS_FILE, *tracking.entries(report_to)]
+                              + ([MODEL_DIR] if cfg.save_model else []))
+    # as pretraining: `accelerate launch` gives DDP, else one process; log_with is per instance
+    acc = Accelerator(log_with=tracking.make_trackers(report_to, cfg.out) or None)
     device, world, rank, is_main = acc.device, acc.num_processes, acc.process_index, acc.is_main_process
     launched = str(acc.mixed_precision)
     if launched not in ("no", "bf16"):
@@ -578,9 +584,15 @@ def finetune(cfg: FinetuneConfig, data: TaskData | None = None, callbacks: Seque
     def log(metrics: dict[str, Any]) -> None:
         history.append(metrics)
         if is_main:
+            tracking.log(acc, metrics)  # train/loss, eval/accuracy, ...
             for callback in callbacks:
                 callback(dict(metrics))
 
+    if outdir is not None:
+        tracking.start(acc, cfg.out, asdict(cfg), fresh=True)  # the tracker dirs were checked to be ours
+        for name in tracking.entries(report_to) if is_main else ():
+            if (outdir.path / name).exists():
+                outdir.adopt(name, "log" if (outdir.path / name).is_file() else "dir")
     bar = tqdm(total=total, desc="finetune", unit="step", disable=not (is_main and cfg.progress), dynamic_ncols=True)
     try:
         while step < total:
@@ -639,6 +651,9 @@ def finetune(cfg: FinetuneConfig, data: TaskData | None = None, callbacks: Seque
     eval_seconds += time.perf_counter() - t0
     test = _scores(probs, enc["test"], data.labels)
     scored = enc["test"].labels >= 0
+    tracking.log(acc, {"type": "test", "step": step, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
+                       "loss": test["loss"]})
+    tracking.finish(acc)
     results = {
         "task": data.name, "model": cfg.model, **info, "labels": data.labels, "pairs": data.pairs,
         "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "test_loss": test["loss"],
@@ -652,6 +667,8 @@ def finetune(cfg: FinetuneConfig, data: TaskData | None = None, callbacks: Seque
         "examples_per_second": seen / max(train_seconds, 1e-9),
         "wall_seconds": time.perf_counter() - start_time,
         "split_notes": data.notes, "warnings": warnings, "config": asdict(cfg),
+        "provenance": collect_provenance(precision=precision, attention=resolve_attention("auto", device),
+                                         num_processes=world, seed=cfg.seed, data_cache_key=None),
     }
     frame = data.splits["test"].copy()
     frame["prediction"] = [data.labels[i] for i in probs.argmax(1)]

@@ -17,6 +17,7 @@ import torch
 
 from .config import MaskingConfig
 from .errors import WorkbenchError
+from .words import WordTable, word_starts, word_table
 
 __all__ = [
     "ACTION_KEEP",
@@ -54,11 +55,18 @@ class VocabInfo:
         torch.Tensor
     )  # (S,) long: ids never masked ([CLS], [SEP], [PAD], [MASK]; not [UNK])
     random_ids: torch.Tensor  # (R,) long: ids a random replacement is drawn from (no special ids)
-    is_continuation: torch.Tensor  # (V,) bool: WordPiece '##' continuation pieces
+    size: int  # V: ids run 0..V-1
+    words: WordTable | None = None  # word boundaries (workbench.words); None: see word_error
+    word_error: str | None = None  # why this vocabulary has no word boundaries
+
+    @property
+    def is_continuation(self) -> torch.Tensor:
+        """(V,) bool: the token continues the word of the token before it."""
+        return self.words.continues if self.words is not None else torch.zeros(self.size, dtype=torch.bool)
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any) -> VocabInfo:
-        """Read the mask id, special ids and '##' pieces from a Hugging Face tokenizer."""
+        """Read the mask id, special ids and word boundaries from a Hugging Face tokenizer."""
         if tokenizer.mask_token_id is None:
             raise WorkbenchError(
                 "the tokenizer has no mask token; add one with "
@@ -72,24 +80,16 @@ class VocabInfo:
         special = all_special[all_special != (-1 if unk is None else unk)]
         ids = torch.arange(size)
         random_ids = ids[~torch.isin(ids, all_special)]
-        is_continuation = torch.zeros(size, dtype=torch.bool)
-        prefix = _continuation_prefix(tokenizer)
-        if prefix:
-            pieces = [i for t, i in vocab.items() if t.startswith(prefix) and len(t) > len(prefix)]
-            is_continuation[torch.tensor(pieces, dtype=torch.long)] = True
-            is_continuation[all_special] = False
-        return cls(int(tokenizer.mask_token_id), special, random_ids, is_continuation)
+        try:  # token masking needs no words: a vocabulary without them fails only whole-word/span masking
+            words, error = word_table(tokenizer), None
+        except WorkbenchError as exc:
+            words, error = None, str(exc)
+        return cls(int(tokenizer.mask_token_id), special, random_ids, size, words, error)
 
-
-def _continuation_prefix(tokenizer: Any) -> str:
-    """The WordPiece continuation prefix ('##'), or '' for other kinds of vocabulary."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    model = getattr(backend, "model", None)
-    if type(model).__name__ == "WordPiece":
-        return model.continuing_subword_prefix
-    if hasattr(tokenizer, "wordpiece_tokenizer"):  # a slow BertTokenizer
-        return "##"
-    return ""
+    def check_words(self, config: MaskingConfig) -> None:
+        """Refuse whole-word or span masking, in one line, when the vocabulary has no word boundaries."""
+        if (config.whole_word or config.span) and self.words is None:
+            raise WorkbenchError(f"{'span' if config.span else 'whole-word'} masking: {self.word_error}")
 
 
 def mask_tokens(
@@ -110,6 +110,7 @@ def mask_tokens(
             f"{tuple(input_ids.shape)}; "
             "pass one flag per token"
         )
+    vocab.check_words(config)
     valid = ~special_mask.bool()  # (B, T) tokens that may be predicted
     n_valid = valid.sum(dim=1)  # (B,)
     # (B,) tokens to predict per row: at least one, none in a row of only special tokens
@@ -153,10 +154,7 @@ def _words(
     input_ids: torch.Tensor, valid: torch.Tensor, vocab: VocabInfo
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) bool: token starts a word; (B, T) long: position of each token's word start."""
-    cont = _lookup(vocab.is_continuation.to(input_ids.device), input_ids)  # (B, T)
-    prev_valid = torch.nn.functional.pad(valid[:, :-1], (1, 0), value=False)
-    # a '##' piece right after [CLS]/[SEP] has nothing to continue: it starts its own word
-    start = valid & (~cont | ~prev_valid)
+    start = word_starts(input_ids, valid, vocab.words)  # vocab.words: checked by mask_tokens
     positions = torch.arange(input_ids.shape[1], device=input_ids.device)
     start_pos = torch.where(start, positions, 0).cummax(dim=1).values
     return start, start_pos
@@ -305,11 +303,12 @@ class PretrainingCollator:
                 f"pad_to_multiple_of {pad_to_multiple_of} must be None or 1 or more; 8 suits GPUs"
             )
         self.vocab = VocabInfo.from_tokenizer(tokenizer)
+        self.vocab.check_words(config)  # at set-up, not at the first batch
         self.config = config
         self.seed = seed
         self.pad_to_multiple_of = pad_to_multiple_of
         self.pad_token_id = int(tokenizer.pad_token_id)
-        self._is_special = torch.zeros(len(self.vocab.is_continuation), dtype=torch.bool)  # (V,)
+        self._is_special = torch.zeros(self.vocab.size, dtype=torch.bool)  # (V,)
         self._is_special[self.vocab.special_ids] = True
         self.generator = torch.Generator().manual_seed(seed)
         self._worker_seeded = False

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from transformers import BertForPreTraining
 
 from . import __version__
+from . import trackers as tracking
 from .allocator import retain_freed_memory
 from .checkpoint import (
     CHECKPOINT_PREFIX,
@@ -50,6 +51,7 @@ from .masking import PretrainingCollator
 from .model import PretrainingModule, build_model, quiet_transformers
 from .outputs import OutputDir, check_out_path
 from .pretraining_data import PretrainingData, load_prepared, prepare_dataset
+from .provenance import collect as collect_provenance
 
 __all__ = [
     "Callback",
@@ -67,7 +69,7 @@ Callback = Callable[[dict[str, Any]], None]
 RUN_FILE, METRICS_FILE, EVAL_FILE = "run.json", "metrics.jsonl", "eval.json"
 # TrainConfig fields that may change on --resume: where outputs go and how often, not the maths.
 _RUN_CONTROL = ("data", "out", "resume", "overwrite", "eval_every", "eval_batch_size",
-                "save_every", "keep_checkpoints", "log_every", "progress", "attention")
+                "save_every", "keep_checkpoints", "log_every", "progress", "attention", "report_to")
 _COLUMNS = ("input_ids", "token_type_ids", "next_sentence_label")
 _EVAL_SEED_OFFSET = 1_000_003  # eval masks: fixed per run, never the training stream
 
@@ -189,7 +191,10 @@ class Pretrainer:
         self.callbacks = list(callbacks)
         # No mixed_precision argument: an Accelerator made earlier in this process (a notebook's
         # Trainer) or by `accelerate launch --mixed_precision` fixes it; _resolve_precision checks.
-        self.acc = Accelerator()
+        # log_with is per instance (AcceleratorState, the shared part, does not hold it).
+        self.report_to = tracking.parse_report_to(cfg.report_to)
+        tracking.check_installed(self.report_to)  # a missing wandb/mlflow: one line now, not a warning mid-run
+        self.acc = Accelerator(log_with=tracking.make_trackers(self.report_to, cfg.out) or None)
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         self.device = self.acc.device
         self.is_main = self.acc.is_main_process
@@ -221,6 +226,13 @@ class Pretrainer:
         self.run_config = self._run_config()
 
         resume_from = self._prepare_out(*checked_out)
+        # A fresh run drops the event files of an earlier one: the tracker dirs were checked to be ours.
+        fresh = resume_from is None and self.outdir is not None and self.outdir.owns(tracking.TENSORBOARD_DIR)
+        tracking.start(self.acc, cfg.out, {**asdict(cfg), **asdict(self.masking)}, fresh=fresh)
+        if self.outdir is not None:
+            for name in tracking.entries(self.report_to):
+                if (Path(cfg.out) / name).exists():
+                    self.outdir.adopt(name, "log" if (Path(cfg.out) / name).is_file() else "dir")
         self.model = self._build_model(resume_from)
         self.raw_module = PretrainingModule(self.model)
         self.module = self.acc.prepare(self.raw_module)  # device placement, DDP when launched
@@ -305,6 +317,9 @@ class Pretrainer:
             "processes": self.world,
             "global_batch": self.global_batch,
             "precision": self.precision,
+            "provenance": collect_provenance(
+                precision=self.precision, attention=resolve_attention(self.cfg.attention, self.device),
+                num_processes=self.world, seed=self.cfg.seed, data_cache_key=self.data.stats.get("cache_key")),
         }
 
     def _check_out(self) -> tuple[Path | None, bool]:
@@ -366,7 +381,8 @@ class Pretrainer:
         start = checkpoint_step(resume_from) if resume_from is not None else 0
         steps = set(range(cfg.save_every, cfg.max_steps + 1, cfg.save_every)) if cfg.save_every else set()
         steps.add(cfg.max_steps)
-        return [RUN_FILE, METRICS_FILE, EVAL_FILE] + [f"{CHECKPOINT_PREFIX}{s}" for s in sorted(steps) if s > start]
+        return ([RUN_FILE, METRICS_FILE, EVAL_FILE] + tracking.entries(self.report_to)
+                + [f"{CHECKPOINT_PREFIX}{s}" for s in sorted(steps) if s > start])
 
     def _loadable_checkpoint(self, out: Path) -> Path | None:
         """The newest checkpoint that loads; each newer damaged one is named on stderr."""
@@ -573,6 +589,7 @@ class Pretrainer:
             return
         with open(Path(self.cfg.out) / METRICS_FILE, "a") as f:
             f.write(json.dumps(metrics) + "\n")
+        tracking.log(self.acc, metrics)  # train/mlm_loss, eval/nsp_accuracy, ...
         for callback in self.callbacks:
             callback(dict(metrics))
 
@@ -663,6 +680,7 @@ class Pretrainer:
         if self.outdir is not None:  # the main process
             self.outdir.write_json(EVAL_FILE, summary)
             self.outdir.refresh(METRICS_FILE)
+        tracking.finish(self.acc)
         return PretrainResult(Path(self.cfg.out), self.last_checkpoint, summary, self.history, self.model,
                               self.tokenizer, self.step, tps, wall, self.is_main)
 
