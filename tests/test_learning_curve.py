@@ -38,7 +38,7 @@ def topics():
 
 
 def test_lr_grid_is_chosen_on_validation_and_runs_get_the_minimum_budget(tiny, topics):
-    base = FinetuneConfig(lr_grid="1e-7,3e-3", min_steps=20, curve_min_steps=25, patience=1, eval_every=5, progress=False,
+    base = FinetuneConfig(lr_grid="1e-7,3e-3", min_steps=20, curve_min_steps=25, curve_epochs=1, patience=1, eval_every=5, progress=False,
                           eval_batch_size=64, max_length=32, max_validation=48)
     runs = learning_curve([tiny], topics, sizes=[96], seeds=[0], base=base, verbose=False)
     assert len(runs) == 2 and set(runs["lr"]) == {1e-7, 3e-3}

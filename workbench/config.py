@@ -275,6 +275,11 @@ class FinetuneConfig:
         "benchmarks/pretraining_gain.py).",
         300,
     )
+    curve_epochs: float = _help(
+        "Learning curves (fair protocol): planned passes over the labels (at least curve_min_steps steps); "
+        "early stopping usually ends a run sooner, once validation stops improving.",
+        20.0,
+    )
     save_model: bool = _help("Also save the fine-tuned model and tokenizer to OUT/model.", False)
     log_every: int = _help("Call callbacks with training metrics every this many steps.", 1)
     progress: bool = _help("Show a progress bar.", True)
@@ -301,6 +306,7 @@ class FinetuneConfig:
         _check(self.precision in PRECISIONS, f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         _check(self.log_every >= 1, f"log_every {self.log_every} must be 1 or more")
         _check(self.curve_min_steps >= 0, f"curve_min_steps {self.curve_min_steps} must be 0 or more")
+        _check(self.curve_epochs > 0.0, f"curve_epochs {self.curve_epochs} must be positive")
         if self.lr_grid not in ("auto", "none"):
             parse_lr_grid(self.lr_grid)
 

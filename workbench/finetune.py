@@ -749,15 +749,15 @@ def learning_curve(inits: Sequence[str], task: str | TaskData, sizes: Sequence[i
     """Fine-tunes under the fair protocol; a row per (init, n_train, lr, seed), ``chosen`` marking the kept lr.
 
     Fair protocol: every init gets the same label samples (seeded by ``seed``), the same seeds, its lr grid
-    (``base.lr_grid``), at least ``base.curve_min_steps`` steps and then early stopping on validation
-    (``patience``, best weights kept); per (init, n_train) the lr with the best mean validation accuracy
+    (``base.lr_grid``), a schedule of ``base.curve_epochs`` passes but at least ``base.curve_min_steps``
+    steps, and early stopping on validation once past that minimum (``patience``, best weights kept); per (init, n_train) the lr with the best mean validation accuracy
     over seeds is chosen. ``inits`` are --model specs (``random:X``: the random twin of X); size 0 is the
     whole training split; the test split is the same for every run (split_seed). ``on_run`` gets each
     row once its (init, n_train) block is done. Aggregate with :func:`curve_summary`.
     """
     base = base or FinetuneConfig()
     base = replace(base, task=task.name if isinstance(task, TaskData) else task, progress=False,
-                   min_steps=max(base.min_steps, base.curve_min_steps))
+                   min_steps=max(base.min_steps, base.curve_min_steps), epochs=max(base.epochs, base.curve_epochs))
     data = task if isinstance(task, TaskData) else load_task(base)
     n_all = len(data.splits["train"])
     counts = list(dict.fromkeys(n_all if size == 0 or size >= n_all else size for size in sizes))
