@@ -269,6 +269,11 @@ class FinetuneConfig:
         "hidden 256, as tiny/mini; 3e-5,1e-4 above, as MiniLM); `none`: --lr only; or a list such as `1e-4,1e-3`.",
         "auto",
     )
+    lr_grid_seeds: int = _help(
+        "Learning curves: search the lr grid on the first this many seeds, then run the other seeds at the chosen "
+        "lr only (0: the grid on every seed). Every init gets the same procedure.",
+        2,
+    )
     curve_min_steps: int = _help(
         "Learning curves (fair protocol): every run trains at least this many steps before early stopping may end "
         "it, the budget a random init needs to flatten its validation curve (measured in "
@@ -306,6 +311,7 @@ class FinetuneConfig:
         _check(self.precision in PRECISIONS, f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         _check(self.log_every >= 1, f"log_every {self.log_every} must be 1 or more")
         _check(self.curve_min_steps >= 0, f"curve_min_steps {self.curve_min_steps} must be 0 or more")
+        _check(self.lr_grid_seeds >= 0, f"lr_grid_seeds {self.lr_grid_seeds} must be 0 (every seed) or more")
         _check(self.curve_epochs > 0.0, f"curve_epochs {self.curve_epochs} must be positive")
         if self.lr_grid not in ("auto", "none"):
             parse_lr_grid(self.lr_grid)
