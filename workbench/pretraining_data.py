@@ -46,6 +46,7 @@ __all__ = [
     "prepare_dataset",
     "load_prepared",
     "cache_key",
+    "is_held_out",
 ]
 
 BUILDER_VERSION = 1
@@ -342,6 +343,11 @@ def _is_validation(doc_id: int, fraction: float, seed: int) -> bool:
     return fraction > 0 and ((doc_id + 1) * _GOLDEN + (seed % 1000) * 1e-3) % 1.0 < fraction
 
 
+def is_held_out(doc_id: int, cfg: DataConfig) -> bool:
+    """Whether document ``doc_id`` (its index among the corpus's kept documents) is in the validation split."""
+    return _is_validation(doc_id, cfg.validation_fraction, cfg.seed)
+
+
 class _ShardWriter:
     """Tokenizes documents a shard at a time and appends each shard as one Arrow row.
 
@@ -482,6 +488,12 @@ def _summarise(ds: DatasetDict, counts: dict[str, int], cfg: DataConfig) -> dict
         "corpus": cfg.corpus,
         "tokenizer": cfg.tokenizer,
         "google_compat": cfg.google_compat,
+        # What decides the held-out documents (is_held_out), so a downstream task can rebuild them.
+        "text_column": cfg.text_column,
+        "min_doc_words": cfg.min_doc_words,
+        "max_documents": cfg.max_documents,
+        "validation_fraction": cfg.validation_fraction,
+        "seed": cfg.seed,
     }
 
 
@@ -525,6 +537,10 @@ def _build(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, tmp: Path) -> di
     for w in writers.values():
         w.close()
     _check_corpus(cfg, counts)
+    if report.skipped_short > counts["documents"]:  # e.g. a labelled file's short texts under the default 50 words
+        report.warnings.append(f"skipped {report.skipped_short} of {report.skipped_short + counts['documents']} "
+                               f"documents shorter than --min-doc-words {cfg.min_doc_words}; for short texts "
+                               "(a labelled file's sentences) pass --min-doc-words 1")
     if cfg.objective == "nsp" and writers["train"].documents == 1:
         raise WorkbenchError(
             "the train split has one document, and NotNext pairs need another; "
