@@ -81,10 +81,12 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def prune_checkpoints(out_dir: str | Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` checkpoints; returns the deleted paths."""
+def prune_checkpoints(out_dir: str | Path, keep: int, keep_every: int = 0) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints and those whose step is a multiple of
+    ``keep_every`` (0: none); returns the deleted paths."""
     found = list_checkpoints(out_dir)
-    doomed = found[: max(len(found) - keep, 0)]
+    doomed = [p for p in found[: max(len(found) - keep, 0)]
+              if not (keep_every and checkpoint_step(p) % keep_every == 0)]
     for path in doomed:
         shutil.rmtree(path)
     return doomed
@@ -124,8 +126,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(out_dir: str | Path, step: int, model: Any, tokenizer: Any,
                     run_config: dict[str, Any], training_state: dict[str, Any],
-                    rng_states: list[dict[str, Any]], keep: int) -> Path:
-    """Write ``OUT/checkpoint-STEP`` atomically and keep the newest ``keep`` checkpoints."""
+                    rng_states: list[dict[str, Any]], keep: int, keep_every: int = 0) -> Path:
+    """Write ``OUT/checkpoint-STEP`` atomically; keep the newest ``keep`` and every ``keep_every``-th."""
     out = Path(out_dir)
     final = out / f"{CHECKPOINT_PREFIX}{step}"
     tmp = out / f".{final.name}.tmp-{os.getpid()}"
@@ -150,7 +152,7 @@ def save_checkpoint(out_dir: str | Path, step: int, model: Any, tokenizer: Any,
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    prune_checkpoints(out, keep)
+    prune_checkpoints(out, keep, keep_every)
     return final
 
 

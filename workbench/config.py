@@ -164,6 +164,9 @@ class TrainConfig:
     eval_batch_size: int = _help("Examples per evaluation batch.", 64)
     save_every: int = _help("Checkpoint every this many steps (0 = at the end only).", 500)
     keep_checkpoints: int = _help("Keep the last this many checkpoints.", 2)
+    keep_every: int = _help(
+        "Also keep every checkpoint whose step is a multiple of this (0 = none), for curves over pretraining "
+        "(workbench.progression); a multiple of save_every.", 0)
     log_every: int = _help("Append training metrics to metrics.jsonl and call callbacks every this many steps.", 1)
     progress: bool = _help("Show a progress bar.", True)
     resume: bool = _help("Continue the run in --out from its last checkpoint (the config must match).", False)
@@ -189,6 +192,10 @@ class TrainConfig:
         _check(self.eval_every >= 0 and self.save_every >= 0, "eval_every and save_every must be 0 (at the end only) or more")
         _check(self.eval_batch_size >= 1, f"eval_batch_size {self.eval_batch_size} must be 1 or more")
         _check(self.keep_checkpoints >= 1, f"keep_checkpoints {self.keep_checkpoints} must be 1 or more")
+        _check(self.keep_every >= 0, f"keep_every {self.keep_every} must be 0 (none) or more")
+        _check(not self.keep_every or (self.save_every and self.keep_every % self.save_every == 0),
+               f"keep_every {self.keep_every} must be a multiple of save_every {self.save_every} (checkpoints are "
+               "only written every save_every steps); e.g. --save-every 500 --keep-every 500")
         _check(self.log_every >= 1, f"log_every {self.log_every} must be 1 or more")
         _check(not (self.resume and self.overwrite), "--resume and --overwrite contradict each other; pass one")
 
