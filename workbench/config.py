@@ -238,7 +238,8 @@ class FinetuneConfig:
     tokenizer: str = _help("Tokenizer (empty: the checkpoint's own).", "")
     task: str = _help(
         "Labelled data: builtin:rt-polarity, a .tsv/.csv/.jsonl/.parquet file, a dir of train/validation/test "
-        "files, or a hub name (glue/sst2, ag_news) when online.",
+        "files, a hub name (glue/sst2, ag_news) when online, or a task of documents pretraining held out "
+        "(passage -> source document): `heldout:DATA_DIR` (a prepared dataset) or `builtin:wikipedia-topics`.",
         "builtin:rt-polarity",
     )
     text_column: str = _help("Text column (empty: the first of sentence, text, sentence1, text_a, question, premise).", "")

@@ -219,11 +219,16 @@ def _sort_labels(values: Sequence[str]) -> list[str]:
 
 def load_task(cfg: FinetuneConfig) -> TaskData:
     """Read ``cfg.task`` into train/validation/test frames, making stratified splits as needed."""
+    from . import downstream  # imported here: downstream builds on TaskData
+
     spec = cfg.task
+    if downstream.is_downstream_spec(spec):  # held-out passages of a pretraining corpus: splits made there
+        return downstream.load_downstream_task(spec, cfg.split_seed)
     if spec == BUILTIN_RT_POLARITY:
         raw = _read_rt_polarity()
     elif spec.startswith("builtin:"):
-        raise WorkbenchError(f"unknown builtin task {spec!r}; the builtin task is {BUILTIN_RT_POLARITY}")
+        raise WorkbenchError(f"unknown builtin task {spec!r}; the builtin tasks are {BUILTIN_RT_POLARITY} "
+                             f"and {downstream.BUILTIN_WIKIPEDIA_TOPICS}")
     elif Path(spec).expanduser().exists():
         raw = _read_local(Path(spec).expanduser())
     elif spec.startswith(("/", ".", "~")) or Path(spec).suffix.lower() in _EXTENSIONS:

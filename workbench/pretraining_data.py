@@ -46,6 +46,7 @@ __all__ = [
     "prepare_dataset",
     "load_prepared",
     "cache_key",
+    "is_held_out",
 ]
 
 BUILDER_VERSION = 1
@@ -342,6 +343,11 @@ def _is_validation(doc_id: int, fraction: float, seed: int) -> bool:
     return fraction > 0 and ((doc_id + 1) * _GOLDEN + (seed % 1000) * 1e-3) % 1.0 < fraction
 
 
+def is_held_out(doc_id: int, cfg: DataConfig) -> bool:
+    """Whether document ``doc_id`` (its index among the corpus's kept documents) is in the validation split."""
+    return _is_validation(doc_id, cfg.validation_fraction, cfg.seed)
+
+
 class _ShardWriter:
     """Tokenizes documents a shard at a time and appends each shard as one Arrow row.
 
@@ -471,6 +477,12 @@ def _summarise(ds: DatasetDict, counts: dict[str, int], cfg: DataConfig) -> dict
         "corpus": cfg.corpus,
         "tokenizer": cfg.tokenizer,
         "google_compat": cfg.google_compat,
+        # What decides the held-out documents (is_held_out), so a downstream task can rebuild them.
+        "text_column": cfg.text_column,
+        "min_doc_words": cfg.min_doc_words,
+        "max_documents": cfg.max_documents,
+        "validation_fraction": cfg.validation_fraction,
+        "seed": cfg.seed,
     }
 
 
