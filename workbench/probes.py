@@ -29,16 +29,18 @@ import torch.nn.functional as F
 
 from .data import split_sentences
 from .errors import WorkbenchError
-from .finetune import TaskData, load_classifier, stratified_sample, stratified_split
+from .finetune import TaskData, load_classifier, stratified_sample
 from .stats import mean_ci, paired_difference
 from .train import resolve_attention
 
 __all__ = [
     "L2_GRID",
     "LayerFeatures",
+    "best_layer",
     "bigram_shift",
     "encode_layers",
     "fit_probe",
+    "layer_features",
     "load_encoder",
     "probe_gain",
     "probe_layers",
@@ -104,15 +106,16 @@ def encode_layers(encoder: torch.nn.Module, tokenizer: Any, texts: Sequence[str]
     return out
 
 
-def _features(spec: str, data: TaskData, seed: int, max_length: int, batch_size: int) -> LayerFeatures:
-    encoder, tok = load_encoder(spec, seed)
-    index = {name: i for i, name in enumerate(data.labels)}
+def layer_features(encoder: torch.nn.Module, tokenizer: Any, data: TaskData, max_length: int = 128,
+                   batch_size: int = 64, name: str = "") -> LayerFeatures:
+    """Every split of ``data`` encoded once by a frozen encoder; labels as class indices (-1: unseen in train)."""
+    index = {label: i for i, label in enumerate(data.labels)}
     splits, labels = {}, {}
-    for name in ("train", "validation", "test"):
-        frame = data.splits[name]
-        splits[name] = encode_layers(encoder, tok, frame["text"].tolist(), max_length, batch_size)
-        labels[name] = np.array([index.get(v, -1) for v in frame["label"]], dtype=np.int64)
-    return LayerFeatures(spec, splits, labels)
+    for split in ("train", "validation", "test"):
+        frame = data.splits[split]
+        splits[split] = encode_layers(encoder, tokenizer, frame["text"].tolist(), max_length, batch_size)
+        labels[split] = np.array([index.get(v, -1) for v in frame["label"]], dtype=np.int64)
+    return LayerFeatures(name, splits, labels)
 
 
 # ------------------------------------------------------------------------------------ probes
@@ -206,7 +209,8 @@ def probe_models(inits: Sequence[str], data: TaskData, seeds: Sequence[int] = (0
         features: LayerFeatures | None = None
         for seed in seeds:
             if features is None or init.startswith("random:"):
-                features = _features(init, data, seed, max_length, batch_size)
+                encoder, tok = load_encoder(init, seed)
+                features = layer_features(encoder, tok, data, max_length, batch_size, init)
             n_all = len(data.splits["train"])
             rows = stratified_sample(data.splits["train"]["label"], train_size, seed) if train_size else None
             frame = probe_layers(features, len(data.labels), rows, l2_grid)
@@ -231,7 +235,7 @@ def probe_summary(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _best_layer(runs: pd.DataFrame, init: str) -> pd.DataFrame:
+def best_layer(runs: pd.DataFrame, init: str) -> pd.DataFrame:
     """Per seed, the layer with the best validation accuracy (ties: the lower layer) and its test accuracy."""
     part = runs[runs["init"] == init]
     if part.empty:
@@ -246,7 +250,7 @@ def probe_gain(runs: pd.DataFrame, model: str, baseline: str, confidence: float 
     Returns accuracy, baseline_accuracy (mean, low, high), the layers chosen, and ``gain``: the
     paired difference (mean, low, high, n, verdict) from :func:`workbench.stats.paired_difference`.
     """
-    a, b = _best_layer(runs, model), _best_layer(runs, baseline)
+    a, b = best_layer(runs, model), best_layer(runs, baseline)
     seeds = sorted(set(a.index) & set(b.index))
     if len(seeds) < 2:
         raise WorkbenchError(f"{model!r} and {baseline!r} share {len(seeds)} seed(s); a paired CI needs 2 or more")
