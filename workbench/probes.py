@@ -68,13 +68,17 @@ class LayerFeatures:
 
 
 # ---------------------------------------------------------------------------------- features
-def load_encoder(spec: str, seed: int = 0) -> tuple[torch.nn.Module, Any]:
-    """The frozen encoder of ``spec`` in eval mode; ``random:SPEC`` draws its weights from ``seed``."""
+def load_encoder(spec: str, seed: int = 0, attention: str = "auto") -> tuple[torch.nn.Module, Any]:
+    """The frozen encoder of ``spec`` in eval mode; ``random:SPEC`` draws its weights from ``seed``.
+
+    ``attention="eager"`` for a model whose attention weights are read (head statistics).
+    """
     torch.manual_seed(seed)  # a random twin's weights, as finetune draws them (load_classifier)
     model, tok, _ = load_classifier(spec, ["0", "1"], dropout=0.0)
     encoder = model.base_model  # BertModel: no classifier head
-    encoder.set_attn_implementation(resolve_attention("auto", next(encoder.parameters()).device))
-    return encoder.eval().requires_grad_(False), tok
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    encoder.set_attn_implementation(resolve_attention(attention, device))
+    return encoder.to(device).eval().requires_grad_(False), tok
 
 
 @torch.no_grad()

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .attention import compute_head_stats, load_attention_model
+from .attention import compute_head_stats
 from .checkpoint import checkpoint_step, list_checkpoints
 from .errors import WorkbenchError
 from .finetune import TaskData, stratified_sample
-from .probes import L2_GRID, best_layer, layer_features, probe_layers, probe_models
+from .probes import L2_GRID, best_layer, layer_features, load_encoder, probe_layers, probe_models
 from .stats import mean_ci, paired_difference
 
 __all__ = ["EVAL_COLUMNS", "HEAD_COLUMNS", "by_step", "head_summary", "run_evals"]
@@ -85,7 +85,7 @@ def by_step(run_dir: str | Path, data: TaskData, seeds: Sequence[int] = (0, 1, 2
     texts = [test[i] for i in np.sort(rng.choice(len(test), min(segments, len(test)), replace=False))]
     rows = []
     for path in checkpoints:
-        model, tok = load_attention_model(str(path))
+        model, tok = load_encoder(str(path), attention="eager")  # eager: attention weights for the heads
         features = layer_features(model, tok, data, max_length, batch_size, path.name)
         accuracies, layers = _probe_seeds(features, data, seeds, train_size, l2_grid)
         mean, low, high = mean_ci(accuracies)
