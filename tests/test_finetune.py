@@ -248,7 +248,7 @@ def test_classification_metrics_by_hand():
 
 
 def test_learning_curve_and_summary(tiny):
-    base = FinetuneConfig(max_steps=3, eval_every=3, **FAST)
+    base = FinetuneConfig(max_steps=3, eval_every=3, lr_grid="none", **FAST)
     done: list[dict] = []
     runs = learning_curve([tiny, f"random:{tiny}"], "builtin:rt-polarity", sizes=[10, 0, 1000], seeds=[0, 1],
                           base=base, verbose=False, on_run=done.append)
@@ -258,7 +258,8 @@ def test_learning_curve_and_summary(tiny):
     summary = curve_summary(runs)
     assert list(summary["init"]) == [tiny, tiny, f"random:{tiny}", f"random:{tiny}"]
     assert {"n_train", "init", "accuracy_mean", "accuracy_std", "runs"} <= set(summary.columns)
-    assert (summary["runs"] == 2).all()
+    assert (summary["runs"] == 2).all() and (runs["chosen"]).all() and (runs["lr"] == base.lr).all()
+    assert summary.iloc[0]["baseline"] == f"random:{tiny}" and summary.iloc[2]["baseline"] == ""
     first = runs[(runs["init"] == tiny) & (runs["n_train"] == 10)]["accuracy"]
     assert summary.iloc[0]["accuracy_mean"] == pytest.approx(first.mean())
     assert summary.iloc[0]["accuracy_std"] == pytest.approx(first.std())

@@ -114,6 +114,10 @@ def test_learning_curve() -> None:
     assert list(fig.data[0].x) == [100, 300, 1000]  # sorted by n_train
     assert fig.data[0].error_y.array is not None
     _no_raw_html(fig)
+    df["accuracy_ci_low"], df["accuracy_ci_high"] = df["accuracy_mean"] - 0.03, df["accuracy_mean"] + 0.05
+    fig = plots.learning_curve(df)  # curve_summary's 95% CI, asymmetric in general
+    assert list(fig.data[0].error_y.array) == pytest.approx([0.05] * 3)
+    assert list(fig.data[0].error_y.arrayminus) == pytest.approx([0.03] * 3)
 
 
 def test_head_clusters() -> None:

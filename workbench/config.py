@@ -30,6 +30,7 @@ __all__ = [
     "config_from_dict",
     "config_fields",
     "coerce_value",
+    "parse_lr_grid",
 ]
 
 OBJECTIVES = ("nsp", "sop", "mlm")
@@ -274,7 +275,8 @@ class FinetuneConfig:
     split_seed: int = _help("Seed of the held-out splits: keep it fixed to compare runs on the same test set.", 0)
     max_length: int = _help("Tokens per example, [CLS] and [SEP]s included; longer texts are truncated and counted.", 128)
     epochs: float = _help("Passes over the training examples (but at least --min-steps steps).", 3.0)
-    min_steps: int = _help("At least this many optimizer steps, so small training sets still converge.", 50)
+    min_steps: int = _help("At least this many optimizer steps, so small training sets still converge "
+                           "(early stopping waits for them too).", 50)
     max_steps: int = _help("Optimizer steps (0 = from --epochs and --min-steps).", 0)
     batch_size: int = _help("Examples per process per step.", 32)
     lr: float = _help("Peak learning rate (small BERTs: 1e-4; base: 2e-5 to 5e-5).", 1e-4)
@@ -289,6 +291,18 @@ class FinetuneConfig:
     precision: str = _help("`auto` (bf16 on CUDA with bf16 or a CPU with AVX512-BF16/AMX, else fp32), `bf16` or `fp32`.", "auto")
     compile: bool = _help("torch.compile the encoder (minutes of compile time; pays off on long GPU runs).", False)
     seed: int = _help("Seed of the classifier initialisation, the data order and the --train-size sample.", 0)
+    lr_grid: str = _help(
+        "Learning curves (fair protocol): learning rates every initialisation tries, the one with the best mean "
+        "validation accuracy over seeds kept per (init, size). `auto`: by model width (3e-4,1e-3,3e-3 up to "
+        "hidden 256, as tiny/mini; 3e-5,1e-4 above, as MiniLM); `none`: --lr only; or a list such as `1e-4,1e-3`.",
+        "auto",
+    )
+    curve_min_steps: int = _help(
+        "Learning curves (fair protocol): every run trains at least this many steps before early stopping may end "
+        "it, the budget a random init needs to flatten its validation curve (measured in "
+        "benchmarks/pretraining_gain.py).",
+        300,
+    )
     save_model: bool = _help("Also save the fine-tuned model and tokenizer to OUT/model.", False)
     log_every: int = _help("Call callbacks with training metrics every this many steps.", 1)
     progress: bool = _help("Show a progress bar.", True)
@@ -314,6 +328,20 @@ class FinetuneConfig:
         _check(self.eval_every >= 0 and self.patience >= 0, "eval_every and patience must be 0 or more")
         _check(self.precision in PRECISIONS, f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         _check(self.log_every >= 1, f"log_every {self.log_every} must be 1 or more")
+        _check(self.curve_min_steps >= 0, f"curve_min_steps {self.curve_min_steps} must be 0 or more")
+        if self.lr_grid not in ("auto", "none"):
+            parse_lr_grid(self.lr_grid)
+
+
+def parse_lr_grid(text: str) -> list[float]:
+    """Learning rates from a comma-separated list such as ``3e-4,1e-3``; all positive."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    _check(bool(values) and all(v > 0 for v in values),
+           f"lr_grid {text!r} is not a list of positive learning rates; pass e.g. 3e-4,1e-3,3e-3, auto or none")
+    return values
 
 
 def config_fields(cls: type) -> dict[str, dataclasses.Field]:

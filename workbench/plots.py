@@ -240,16 +240,22 @@ def confusion_matrix(
 def learning_curve(
     df: pd.DataFrame, log_x: bool = True, title: str = "Accuracy vs. training examples"
 ) -> go.Figure:
-    """Mean accuracy against n_train, one line with std error bars per initialisation."""
+    """Mean accuracy against n_train, one line per initialisation, with 95% CI error bars (std if no CI)."""
     _require(df, ["n_train", "init", "accuracy_mean", "accuracy_std"], "learning_curve")
+    ci = {"accuracy_ci_low", "accuracy_ci_high"} <= set(df.columns)
     fig = go.Figure()
     for r, (init, part) in enumerate(df.groupby("init", sort=False)):
         part = part.sort_values("n_train")
+        if ci:  # curve_summary's t interval; NaN (one seed) draws no bar
+            bars = {"array": (part["accuracy_ci_high"] - part["accuracy_mean"]).to_numpy(),
+                    "arrayminus": (part["accuracy_mean"] - part["accuracy_ci_low"]).to_numpy()}
+        else:
+            bars = {"array": part["accuracy_std"].to_numpy()}
         fig.add_trace(
             go.Scatter(
                 x=part["n_train"],
                 y=part["accuracy_mean"],
-                error_y={"type": "data", "array": part["accuracy_std"].to_numpy(), "visible": True},
+                error_y={"type": "data", **bars, "visible": True},
                 mode="lines+markers",
                 name=_escape(init),
                 line={"color": _PALETTE[r % len(_PALETTE)]},

@@ -1,0 +1,87 @@
+"""The fair protocol of learning curves: lr grid chosen on validation, minimum budget, paired gains."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from tests.test_finetune import _tiny
+from workbench.config import FinetuneConfig
+from workbench.data import iter_documents
+from workbench.downstream import topic_task
+from workbench.errors import WorkbenchError
+from workbench.finetune import _choose_lr, curve_summary, learning_curve, lr_grid
+from workbench.tokenizer import load_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is as fast and does not stall on a shared machine
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    return str(_tiny(tmp_path_factory.mktemp("tiny"), load_tokenizer("builtin:minilm")))
+
+
+@pytest.fixture(scope="module")
+def topics():
+    """Real text: passages of 3 Wikipedia articles, labelled by article (easy to learn from words)."""
+    docs = list(enumerate(iter_documents("builtin:wikipedia", max_documents=3)))
+    return topic_task(docs, "three-articles", min_words=15, min_class=20)
+
+
+def test_lr_grid_is_chosen_on_validation_and_runs_get_the_minimum_budget(tiny, topics):
+    base = FinetuneConfig(lr_grid="1e-7,3e-3", min_steps=20, curve_min_steps=25, patience=1, eval_every=5, progress=False,
+                          eval_batch_size=64, max_length=32, max_validation=48)
+    runs = learning_curve([tiny], topics, sizes=[96], seeds=[0], base=base, verbose=False)
+    assert len(runs) == 2 and set(runs["lr"]) == {1e-7, 3e-3}
+    assert (runs["steps"] >= 25).all()  # patience 1 would stop sooner: the minimum budget holds it back
+    by_lr = runs.groupby("lr")["best_validation_accuracy"].mean()
+    assert by_lr[3e-3] > by_lr[1e-7] + 0.15  # the absurd lr learns nothing; validation sees it
+    assert list(runs.loc[runs["chosen"], "lr"].unique()) == [3e-3]
+    summary = curve_summary(runs)
+    assert len(summary) == 1 and summary.iloc[0]["lr"] == 3e-3 and summary.iloc[0]["runs"] == 1
+
+
+def test_auto_grid_follows_the_model_width(tiny):
+    assert lr_grid(tiny, FinetuneConfig()) == [3e-4, 1e-3, 3e-3]
+    assert lr_grid(f"random:{tiny}", FinetuneConfig()) == [3e-4, 1e-3, 3e-3]
+    assert lr_grid("builtin:minilm", FinetuneConfig()) == [3e-5, 1e-4]
+    assert lr_grid(tiny, FinetuneConfig(lr_grid="none", lr=5e-4)) == [5e-4]
+    assert lr_grid(tiny, FinetuneConfig(lr_grid="1e-4, 2e-4")) == [1e-4, 2e-4]
+    with pytest.raises(WorkbenchError, match="lr_grid"):
+        FinetuneConfig(lr_grid="fast")
+
+
+def test_a_grid_that_only_diverges_is_an_error():
+    block = [{"lr": 10.0, "best_validation_accuracy": math.nan, "diverged": True},
+             {"lr": 1e-3, "best_validation_accuracy": 0.4, "diverged": False}]
+    assert _choose_lr(block) == 1e-3
+    with pytest.raises(WorkbenchError, match="diverged"):
+        _choose_lr(block[:1])
+
+
+def test_summary_pairs_each_init_with_its_random_twin_by_seed():
+    rows = []
+    for seed, (a, b) in enumerate([(0.70, 0.60), (0.72, 0.65), (0.69, 0.61)]):
+        rows += [{"init": "ckpt", "n_train": 100, "seed": seed, "lr": 1e-3, "chosen": True, "accuracy": a, "macro_f1": a},
+                 {"init": "random:ckpt", "n_train": 100, "seed": seed, "lr": 3e-3, "chosen": True, "accuracy": b,
+                  "macro_f1": b},
+                 {"init": "random:ckpt", "n_train": 100, "seed": seed, "lr": 1e-3, "chosen": False, "accuracy": 0.0,
+                  "macro_f1": 0.0}]  # a grid point validation rejected: not in the summary
+    summary = curve_summary(pd.DataFrame(rows[::-1]))  # order of rows must not matter for the pairing
+    ckpt = summary[summary["init"] == "ckpt"].iloc[0]
+    assert ckpt["baseline"] == "random:ckpt" and ckpt["verdict"] == "gain"
+    # By hand (tests/test_stats.py): differences 0.10, 0.07, 0.08 -> 0.08333 +- 0.037946.
+    assert ckpt["gain"] == pytest.approx(0.083333, abs=1e-6)
+    assert ckpt["gain_ci_low"] == pytest.approx(0.045387, abs=1e-5)
+    assert ckpt["gain_ci_high"] == pytest.approx(0.121279, abs=1e-5)
+    twin = summary[summary["init"] == "random:ckpt"].iloc[0]
+    assert twin["lr"] == 3e-3 and twin["accuracy_mean"] == pytest.approx(0.62) and twin["baseline"] == ""
