@@ -45,6 +45,7 @@ __all__ = [
     "probe_gain",
     "probe_layers",
     "probe_models",
+    "probe_seeds",
     "probe_summary",
 ]
 
@@ -197,6 +198,26 @@ def probe_layers(features: LayerFeatures, n_classes: int, train_rows: np.ndarray
     return pd.DataFrame(rows)
 
 
+def probe_seeds(features: LayerFeatures, data: TaskData, seeds: Sequence[int], train_size: int = 0,
+                l2_grid: Sequence[float] = L2_GRID) -> pd.DataFrame:
+    """Layer probes of one model per seed (its labelled sample); a row each: seed, layer, l2, accuracies, n_train, n_test."""
+    if train_size and train_size < len(data.labels):
+        raise WorkbenchError(f"probe train_size {train_size} is fewer than the {len(data.labels)} classes; "
+                             f"pass {len(data.labels)} or more (0 = all)")
+    frames: list[pd.DataFrame] = []
+    for seed in seeds:
+        rows = stratified_sample(data.splits["train"]["label"], train_size, seed) if train_size else None
+        if rows is None and frames:  # the same features and examples: the convex fit gives the same probe
+            frames.append(frames[0].assign(seed=seed))
+            continue
+        frame = probe_layers(features, len(data.labels), rows, l2_grid)
+        frame.insert(0, "seed", seed)
+        frame["n_train"] = len(data.splits["train"]) if rows is None else len(rows)
+        frame["n_test"] = int((features.labels["test"] >= 0).sum())
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
 def probe_models(inits: Sequence[str], data: TaskData, seeds: Sequence[int] = (0, 1, 2), train_size: int = 0,
                  max_length: int = 128, batch_size: int = 64, l2_grid: Sequence[float] = L2_GRID,
                  progress: Callback | None = None) -> pd.DataFrame:
@@ -205,28 +226,20 @@ def probe_models(inits: Sequence[str], data: TaskData, seeds: Sequence[int] = (0
     ``train_size`` labelled examples (0 = all) are drawn per seed, the same for every init; a
     ``random:`` init gets fresh weights per seed, any other is encoded once.
     """
-    if train_size and train_size < len(data.labels):
-        raise WorkbenchError(f"probe train_size {train_size} is fewer than the {len(data.labels)} classes; "
-                             f"pass {len(data.labels)} or more (0 = all)")
     frames = []
     for init in inits:
-        features: LayerFeatures | None = None
-        for seed in seeds:
-            if features is None or init.startswith("random:"):
-                encoder, tok = load_encoder(init, seed)
-                features = layer_features(encoder, tok, data, max_length, batch_size, init)
-            n_all = len(data.splits["train"])
-            rows = stratified_sample(data.splits["train"]["label"], train_size, seed) if train_size else None
-            frame = probe_layers(features, len(data.labels), rows, l2_grid)
-            frame.insert(0, "seed", seed)
-            frame.insert(0, "init", init)
-            frame["n_train"] = n_all if rows is None else len(rows)
-            frame["n_test"] = int((features.labels["test"] >= 0).sum())
-            frames.append(frame)
+        fresh = init.startswith("random:")
+        for group in ([[s] for s in seeds] if fresh else [list(seeds)]):
+            encoder, tok = load_encoder(init, group[0])
+            features = layer_features(encoder, tok, data, max_length, batch_size, init)
+            frame = probe_seeds(features, data, group, train_size, l2_grid)
+            frames.append(frame.assign(init=init))
             if progress is not None:
-                best = frame.loc[frame["validation_accuracy"].idxmax()]
-                progress(f"{init}  seed {seed}: layer {int(best['layer'])} test {best['test_accuracy']:.3f}")
-    return pd.concat(frames, ignore_index=True)
+                best = best_layer(frames[-1], init)
+                progress(f"{init}: seed(s) {', '.join(map(str, group))}: best layer on validation "
+                         f"{', '.join(map(str, best['layer']))}, test {', '.join(f'{a:.3f}' for a in best['test_accuracy'])}")
+    runs = pd.concat(frames, ignore_index=True)
+    return runs[["init", *[c for c in runs.columns if c != "init"]]]
 
 
 def probe_summary(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:

@@ -21,8 +21,8 @@ import pandas as pd
 from .attention import compute_head_stats
 from .checkpoint import checkpoint_step, list_checkpoints
 from .errors import WorkbenchError
-from .finetune import TaskData, stratified_sample
-from .probes import L2_GRID, best_layer, layer_features, load_encoder, probe_layers, probe_models
+from .finetune import TaskData
+from .probes import L2_GRID, best_layer, layer_features, load_encoder, probe_models, probe_seeds
 from .stats import mean_ci, paired_difference
 
 __all__ = ["EVAL_COLUMNS", "HEAD_COLUMNS", "by_step", "head_summary", "run_evals"]
@@ -60,11 +60,7 @@ def head_summary(stats: pd.DataFrame) -> dict[str, float]:
 def _probe_seeds(features: Any, data: TaskData, seeds: Sequence[int], train_size: int,
                  l2_grid: Sequence[float]) -> tuple[list[float], list[int]]:
     """Per seed: test accuracy of the layer best on validation, and that layer."""
-    frames = []
-    for seed in seeds:
-        rows = stratified_sample(data.splits["train"]["label"], train_size, seed) if train_size else None
-        frames.append(probe_layers(features, len(data.labels), rows, l2_grid).assign(init="", seed=seed))
-    best = best_layer(pd.concat(frames, ignore_index=True), "").loc[list(seeds)]
+    best = best_layer(probe_seeds(features, data, seeds, train_size, l2_grid).assign(init=""), "").loc[list(seeds)]
     return best["test_accuracy"].astype(float).tolist(), best["layer"].astype(int).tolist()
 
 
