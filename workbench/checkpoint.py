@@ -97,11 +97,13 @@ def _owner(out_dir: str | Path | OutputDir) -> OutputDir:
     return out_dir if isinstance(out_dir, OutputDir) else OutputDir.open(out_dir, "pretrain")
 
 
-def prune_checkpoints(out_dir: str | Path | OutputDir, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` of the workbench's checkpoints; returns the deleted paths."""
+def prune_checkpoints(out_dir: str | Path | OutputDir, keep: int, keep_every: int = 0) -> list[Path]:
+    """Delete the workbench's checkpoints but the newest ``keep`` and those whose step is a multiple of
+    ``keep_every`` (0: none); returns the deleted paths."""
     owner = _owner(out_dir)
     found = list_checkpoints(owner.path)
-    doomed = found[: max(len(found) - keep, 0)]
+    doomed = [p for p in found[: max(len(found) - keep, 0)]
+              if not (keep_every and checkpoint_step(p) % keep_every == 0)]
     return [path for path in doomed if owner.remove(path.name)]
 
 
@@ -207,8 +209,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(out_dir: str | Path | OutputDir, step: int, model: Any, tokenizer: Any,
                     run_config: dict[str, Any], training_state: dict[str, Any],
-                    rng_states: list[dict[str, Any]], keep: int) -> Path:
-    """Write ``OUT/checkpoint-STEP`` atomically, record it, and keep the newest ``keep`` checkpoints."""
+                    rng_states: list[dict[str, Any]], keep: int, keep_every: int = 0) -> Path:
+    """Write ``OUT/checkpoint-STEP`` atomically and record it; keep the newest ``keep`` and every ``keep_every``-th."""
     owner = _owner(out_dir)
 
     def build(tmp: Path) -> None:
@@ -227,7 +229,7 @@ def save_checkpoint(out_dir: str | Path | OutputDir, step: int, model: Any, toke
 
     # e.g. re-saving a step after a resume: the old copy is swapped out, then dropped
     final = owner.replace_dir(f"{CHECKPOINT_PREFIX}{step}", build)
-    prune_checkpoints(owner, keep)
+    prune_checkpoints(owner, keep, keep_every)
     return final
 
 

@@ -30,6 +30,8 @@ __all__ = [
     "learning_curve",
     "head_clusters",
     "length_histograms",
+    "probe_by_layer",
+    "by_step",
 ]
 
 DEFAULT_STAT_COLUMNS = (
@@ -323,4 +325,50 @@ def length_histograms(summary: Any) -> go.Figure:
         fig.update_xaxes(title_text=name, row=1, col=col)
     fig.update_yaxes(title_text="count", row=1, col=1)
     fig.update_layout(height=330, margin=dict(t=40, b=40), bargap=0.05)
+    return fig
+
+
+def probe_by_layer(summary: pd.DataFrame, title: str = "Linear probe accuracy by layer") -> go.Figure:
+    """Mean test accuracy per layer with its CI over seeds, one line per model (``probes.probe_summary``)."""
+    _require(summary, ["init", "layer", "accuracy_mean", "accuracy_low", "accuracy_high"], "probe_by_layer")
+    fig = go.Figure()
+    for r, (init, part) in enumerate(summary.groupby("init", sort=False)):
+        part = part.sort_values("layer")
+        mean = part["accuracy_mean"].to_numpy()
+        fig.add_trace(go.Scatter(
+            x=part["layer"], y=mean, mode="lines+markers", name=_escape(init),
+            error_y={"type": "data", "symmetric": False, "visible": True,  # NaN (one seed): no bar
+                     "array": np.nan_to_num(part["accuracy_high"].to_numpy() - mean),
+                     "arrayminus": np.nan_to_num(mean - part["accuracy_low"].to_numpy())},
+            line={"color": _PALETTE[r % len(_PALETTE)]}))
+    fig.update_xaxes(title_text="layer (0 = embeddings)", dtick=1)
+    fig.update_yaxes(title_text="test accuracy (mean, 95% CI)")
+    fig.update_layout(title=_escape(title))
+    return fig
+
+
+def by_step(frame: pd.DataFrame, heads: Sequence[str] = ("heads_attn_cls", "heads_attn_sep", "heads_prev_max"),
+            title: str = "Over pretraining: downstream probe, MLM/NSP and attention heads") -> go.Figure:
+    """Three panels against the pretraining step: probe accuracy (and the random twin), MLM/NSP accuracy, heads."""
+    _require(frame, ["step", "probe_accuracy", "probe_low", "probe_high", *heads], "by_step")
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07,
+                        subplot_titles=["downstream probe (test accuracy)", "pretraining evaluation (held out)",
+                                        "attention heads"])
+    steps, acc = frame["step"], frame["probe_accuracy"].to_numpy()
+    fig.add_trace(go.Scatter(x=steps, y=acc, mode="lines+markers", name="probe", line={"color": _PALETTE[0]},
+                             error_y={"type": "data", "symmetric": False, "visible": True,
+                                      "array": np.nan_to_num(frame["probe_high"].to_numpy() - acc),
+                                      "arrayminus": np.nan_to_num(acc - frame["probe_low"].to_numpy())}), 1, 1)
+    if "random_accuracy" in frame.attrs:
+        fig.add_hline(y=frame.attrs["random_accuracy"][0], line_dash="dash", line_color="gray", row=1, col=1,
+                      annotation_text="random twin", annotation_position="bottom right")
+    for k, name in enumerate(c for c in ("mlm_accuracy", "nsp_accuracy") if c in frame.columns):
+        part = frame[["step", name]].dropna()
+        fig.add_trace(go.Scatter(x=part["step"], y=part[name], mode="lines+markers", name=_escape(name),
+                                 line={"color": _PALETTE[1 + k]}), 2, 1)
+    for k, name in enumerate(heads):
+        fig.add_trace(go.Scatter(x=steps, y=frame[name], mode="lines+markers", name=_escape(name),
+                                 line={"color": _PALETTE[3 + k % (len(_PALETTE) - 3)]}), 3, 1)
+    fig.update_xaxes(title_text="pretraining step", row=3, col=1)
+    fig.update_layout(height=800, title=_escape(title))
     return fig

@@ -69,7 +69,7 @@ Callback = Callable[[dict[str, Any]], None]
 RUN_FILE, METRICS_FILE, EVAL_FILE = "run.json", "metrics.jsonl", "eval.json"
 # TrainConfig fields that may change on --resume: where outputs go and how often, not the maths.
 _RUN_CONTROL = ("data", "out", "resume", "overwrite", "eval_every", "eval_batch_size",
-                "save_every", "keep_checkpoints", "log_every", "progress", "attention", "report_to")
+                "save_every", "keep_checkpoints", "keep_every", "log_every", "progress", "attention", "report_to")
 _COLUMNS = ("input_ids", "token_type_ids", "next_sentence_label")
 _EVAL_SEED_OFFSET = 1_000_003  # eval masks: fixed per run, never the training stream
 
@@ -651,7 +651,7 @@ class Pretrainer:
         path = Path(self.cfg.out) / f"{CHECKPOINT_PREFIX}{self.step}"
         if self.is_main:
             path = save_checkpoint(self.outdir or self.cfg.out, self.step, self.model, self.tokenizer, self.run_config,
-                                   state, rngs, self.cfg.keep_checkpoints)
+                                   state, rngs, self.cfg.keep_checkpoints, self.cfg.keep_every)
             if self.outdir is not None:
                 self.outdir.refresh(METRICS_FILE)  # a copy of the run folder is still recognised as ours
         self.acc.wait_for_everyone()

@@ -1,0 +1,175 @@
+"""Layer-wise linear probes: the regression, the pooled features, random twins, BShift and the headline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import BertForPreTraining
+
+from workbench import plots
+from workbench.downstream import topic_task
+from workbench.errors import WorkbenchError
+from workbench.model import preset_config
+from workbench.probes import (
+    bigram_shift,
+    encode_layers,
+    fit_probe,
+    load_encoder,
+    probe_gain,
+    probe_models,
+    probe_summary,
+)
+from workbench.stats import mean_ci, paired_difference
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is as fast, and another job on the cores cannot stall a thread barrier."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, minilm_tokenizer) -> str:
+    """A 2-layer H64 BertForPreTraining with minilm's vocabulary, saved as the trainer saves it."""
+    path = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(123)  # not a seed the random twins below use: they would equal it
+    config = preset_config("tiny", len(minilm_tokenizer), int(minilm_tokenizer.pad_token_id),
+                           hidden_size=64, intermediate_size=256, num_attention_heads=2)
+    BertForPreTraining(config).save_pretrained(path)
+    minilm_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def topics(wiki_documents):
+    """Passage -> article for 3 real Wikipedia articles (long ones, so every class has 40+ passages)."""
+    docs = sorted(enumerate(wiki_documents), key=lambda d: -len(d[1]))[:3]
+    return topic_task([(i, list(doc[:150])) for i, doc in docs], "wiki-3", seed=0)
+
+
+def test_fit_probe_reaches_the_optimum_and_separates_classes():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (3, 8))
+    y = rng.integers(0, 3, 600)
+    x = torch.tensor(centres[y] + rng.normal(0, 1, (600, 8)), dtype=torch.float32)
+    predict = fit_probe(x[:400], y[:400], x[400:500], y[400:500], 3, l2_grid=(0.1,))
+    assert (predict(x[500:]) == y[500:]).mean() > 0.95
+    # The L-BFGS solution is the optimum: the penalised loss's gradient vanishes there.
+    mean, std = x[:400].double().mean(0), x[:400].double().std(0)
+    z = (x[:400].double() - mean) / std
+    w = torch.zeros(8, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=500, tolerance_grad=1e-10, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(z @ w + b, torch.from_numpy(y[:400])) + 0.05 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    reference = ((x[500:].double() - mean) / std @ w + b).argmax(1).numpy()
+    assert (predict(x[500:]) == reference).mean() > 0.98
+    assert predict.l2 == 0.1
+
+
+def test_fit_probe_picks_l2_on_validation_and_labels_without_signal_stay_at_chance():
+    rng = np.random.default_rng(1)
+    x = torch.tensor(rng.normal(size=(900, 50)), dtype=torch.float32)
+    y = rng.integers(0, 2, 900)  # no relation to x
+    predict = fit_probe(x[:300], y[:300], x[300:600], y[300:600], 2)
+    assert abs((predict(x[600:]) == y[600:]).mean() - 0.5) < 0.08
+    assert predict.validation_accuracy == pytest.approx((predict(x[300:600]) == y[300:600]).mean())
+    assert predict.l2 in (1.0, 0.1, 1e-2, 1e-3, 1e-4)
+
+
+def test_encode_layers_mean_pools_each_layer_without_padding(tiny):
+    encoder, tok = load_encoder(tiny)
+    texts = ["The cat sat.", "Apollo is one of the Olympian deities in classical Greek and Roman religion."]
+    both = encode_layers(encoder, tok, texts)
+    assert both.shape == (3, 2, 64)  # embeddings + 2 layers, 2 texts, hidden 64
+    alone = encode_layers(encoder, tok, texts[:1])
+    assert torch.allclose(both[:, 0], alone[:, 0], atol=1e-5)  # padding in the batch changes nothing
+    ids = torch.tensor([tok(texts[0])["input_ids"]])
+    with torch.no_grad():
+        embedded = encoder.embeddings(input_ids=ids)  # (1, T, H)
+    assert torch.allclose(both[0, 0], embedded[0].mean(0), atol=1e-5)
+
+
+def test_random_twin_is_seeded_and_shaped_like_its_checkpoint(tiny):
+    saved = BertForPreTraining.from_pretrained(tiny).bert.embeddings.word_embeddings.weight
+    pretrained, _ = load_encoder(tiny, seed=5)
+    a, _ = load_encoder(f"random:{tiny}", seed=0)
+    b, _ = load_encoder(f"random:{tiny}", seed=0)
+    c, _ = load_encoder(f"random:{tiny}", seed=1)
+    weight = lambda m: m.embeddings.word_embeddings.weight  # noqa: E731
+    assert torch.equal(weight(pretrained), saved)
+    assert weight(a).shape == saved.shape and not torch.equal(weight(a), saved)
+    assert torch.equal(weight(a), weight(b)) and not torch.equal(weight(a), weight(c))
+
+
+def test_bigram_shift_swaps_two_adjacent_words_in_half_and_keeps_splits_apart(topics):
+    task = bigram_shift(topics, seed=0, max_examples=300)
+    assert task.labels == ["original", "swapped"] and set(task.splits) == {"train", "validation", "test"}
+    source = {name: " ".join(frame["text"]) for name, frame in topics.splits.items()}
+    for name, frame in task.splits.items():
+        counts = frame["label"].value_counts()
+        assert abs(counts["swapped"] - counts["original"]) <= 0.1 * len(frame)
+        for text, label in frame.itertuples(index=False):
+            words = text.split()
+            if label == "original":
+                assert text in source[name]
+                continue
+            undone = [words[:i] + [words[i + 1], words[i]] + words[i + 2:] for i in range(len(words) - 1)]
+            assert any(" ".join(u) in source[name] for u in undone), text  # one adjacent swap away
+            assert text not in source[name]
+    train = set(task.splits["train"]["text"])
+    assert not train & set(task.splits["test"]["text"])
+
+
+def test_probe_gain_picks_the_layer_on_validation_and_pairs_by_seed():
+    rows = []
+    for seed, (good, base) in enumerate([(0.80, 0.60), (0.82, 0.61), (0.84, 0.65)]):
+        # layer 1 has the best validation accuracy; layer 2 the best test accuracy (never chosen)
+        rows += [{"init": "ckpt", "seed": seed, "layer": 0, "validation_accuracy": 0.5, "test_accuracy": 0.5},
+                 {"init": "ckpt", "seed": seed, "layer": 1, "validation_accuracy": 0.9, "test_accuracy": good},
+                 {"init": "ckpt", "seed": seed, "layer": 2, "validation_accuracy": 0.8, "test_accuracy": 0.99},
+                 {"init": "twin", "seed": seed, "layer": 0, "validation_accuracy": 0.7, "test_accuracy": base},
+                 {"init": "twin", "seed": seed, "layer": 1, "validation_accuracy": 0.7, "test_accuracy": 0.1}]
+    runs = pd.DataFrame(rows).assign(n_train=100, n_test=531)
+    result = probe_gain(runs, "ckpt", "twin")
+    assert result["layers"] == [1, 1, 1] and result["baseline_layers"] == [0, 0, 0]  # ties: the lower layer
+    assert result["gain"] == paired_difference([0.80, 0.82, 0.84], [0.60, 0.61, 0.65])
+    assert result["gain"]["mean"] == pytest.approx(0.2) and result["gain"]["verdict"] == "gain"
+    assert result["accuracy"] == mean_ci([0.80, 0.82, 0.84]) and result["n_test"] == 531
+    summary = probe_summary(runs)
+    row = summary[(summary["init"] == "ckpt") & (summary["layer"] == 2)].iloc[0]
+    assert row["seeds"] == 3 and row["accuracy_mean"] == pytest.approx(0.99)
+    with pytest.raises(WorkbenchError, match="no probe runs"):
+        probe_gain(runs, "ckpt", "nothing")
+
+
+def test_probe_models_on_a_checkpoint_and_its_twin(tiny, topics):
+    runs = probe_models([tiny, f"random:{tiny}"], topics, seeds=(0, 1), train_size=60, max_length=64)
+    assert len(runs) == 2 * 2 * 3  # inits x seeds x (embeddings + 2 layers)
+    assert set(runs["n_train"]) == {60} and set(runs["n_test"]) == {len(topics.splits["test"])}
+    assert runs["test_accuracy"].between(0, 1).all()
+    # real article passages are separable from a random model's bag of embeddings: well above chance (1/3)
+    assert runs.groupby("init")["test_accuracy"].max().min() > 0.5
+    figure = plots.probe_by_layer(probe_summary(runs))
+    assert len(figure.data) == 2 and list(figure.data[0].x) == [0, 1, 2]
+    with pytest.raises(WorkbenchError, match="fewer than the 3 classes"):
+        probe_models([tiny], topics, train_size=2)
+
+
+def test_probe_models_refuses_a_missing_checkpoint(topics, tmp_path):
+    with pytest.raises(WorkbenchError):
+        probe_models([str(Path(tmp_path) / "nothing")], topics)
