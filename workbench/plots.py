@@ -19,9 +19,11 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from .errors import WorkbenchError
+from .figures import save
 
 __all__ = [
     "DEFAULT_STAT_COLUMNS",
+    "save",
     "head_stats_heatmaps",
     "attention_map",
     "head_importance_grid",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
-import os
 import platform
 import subprocess
 import sys
@@ -112,7 +111,7 @@ def collect(**extra: Any) -> dict[str, Any]:
         "git_commit": commit, "git_dirty": dirty, "packages": packages,
         "python": platform.python_version(), "os": _safe(platform.platform),
         "cpu": cpu, "gpu": gpu, "device": gpu or cpu,
-        "command": [os.path.basename(sys.argv[0]) if sys.argv else None, *sys.argv[1:]],
+        "command": list(sys.argv),  # as given: argv[0] shows which install or checkout ran
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     record.update({name: None for name in RUN_FIELDS})

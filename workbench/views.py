@@ -26,7 +26,7 @@ import torch
 
 from .errors import WorkbenchError
 
-__all__ = ["JS_PACKAGES", "js_dir", "head_view_html", "model_view_html", "safe_json_dumps", "show"]
+__all__ = ["JS_PACKAGES", "js_dir", "head_view_html", "model_view_html", "safe_json_dumps", "save_html", "show"]
 
 # npm package -> file inside it that defines the library.
 JS_PACKAGES = {
@@ -115,6 +115,25 @@ def model_view_html(attentions: Any, tokens: list[str], sentence_b_start: int | 
                     display_mode: str = "light") -> str:
     """bertviz's model view (every layer and head) as a self-contained HTML fragment."""
     return _render("model", attentions, tokens, sentence_b_start, display_mode=display_mode)
+
+
+def save_html(view: str, path: str | Path, title: str = "bertviz view") -> Path:
+    """Write a view from :func:`head_view_html`/:func:`model_view_html` as a standalone HTML page.
+
+    The libraries are already inlined in the view, so the page opens offline, from disk.
+    """
+    import html as html_lib
+
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise WorkbenchError(f"cannot save a bertviz view as {path.name}: use an .html name")
+    page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{html_lib.escape(title)}</title>\n</head>\n<body>\n{view}\n</body>\n</html>\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def show(html: str) -> Any:
