@@ -118,7 +118,7 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, pickle.UnpicklingError):  # weights_only refused a non-tensor object
         return "it holds objects other than tensors, and no pickle is ever executed"
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return text[:160]
+    return text.split(". ")[0].rstrip(".")[:160]  # torch's zip errors go on for sentences
 
 
 def checkpoint_problem(path: str | Path, state: bool = True) -> str | None:

@@ -448,7 +448,7 @@ def _resolve_tokenizer(cfg: DataConfig) -> PreTrainedTokenizerBase:
     if key not in cache.entries and (path / "tokenizer.json").is_file():
         cache.adopt(key, "dir")  # cached before manifests: a key-named entry only workbench makes
     if path.is_dir() and cache.owns(key):
-        problem = cache.verify(key)
+        problem = (cache.verify(key) or "").removeprefix(f"{key}/") or None
         if problem is None:
             try:
                 return load_tokenizer(str(path))
