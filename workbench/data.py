@@ -40,6 +40,7 @@ _TEXT_EXTENSIONS = (".txt", ".jsonl", ".csv", ".tsv")
 _DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _BINARY_PROBE = 8192
 _BATCH_ROWS = 1024
+_HUGE_DOCUMENT = 1_000_000  # characters: a long book; a .txt "document" beyond it gets a note
 
 
 @dataclass
@@ -71,34 +72,51 @@ _ABBREVIATION_END = re.compile(
     r"(?:^|[\s(])(?:Mr|Mrs|Ms|Dr|Prof|St|Sr|Jr|Gen|Brig|Col|Capt|Lt|Sgt|Maj|Adm|Gov|Sen|Rev|Hon|"
     r"Mt|Ft|v|vs|p|pp|cf|No|Vol|Fig|ca|c)\.$"
 )
+_WHITESPACE = re.compile(r"\s+")  # the characters str.split() splits at
+# Characters segmented at once: bounded memory on a one-line 50 MB document (4 bytes a character
+# once it holds one rare symbol), and well inside blingfire's output buffer.
+_WINDOW = 1 << 20
 # A piece that is only initials ("H." "N." before "Abrams") belongs to the next sentence.
 _INITIALS = re.compile(r"^(?:[A-Z]\.\s*)+$")
 
 
 def split_sentences(text: str) -> list[str]:
     """Split prose into sentences; empty ones are dropped."""
-    text = " ".join(text.split())
-    if not text:
-        return []
+    sentences: list[str] = []
+    current: list[str] = []  # pieces of the sentence being built, joined once at its end
+    initials = True  # every piece of `current` is only initials
+    for piece in _pieces(text):
+        current.append(piece)
+        initials = initials and bool(_INITIALS.match(piece))
+        # A piece ending in an abbreviation, or initials so far, continues into the next one.
+        # Only the piece's tail is searched (an abbreviation and its stop are 6 characters at
+        # most), so a long run of glued pieces stays linear.
+        if not (initials or _ABBREVIATION_END.search(piece[-8:])):
+            sentences.append(" ".join(current))
+            current, initials = [], True
+    if current:
+        sentences.append(" ".join(current))
+    return sentences
+
+
+def _pieces(text: str) -> Iterator[str]:
+    """blingfire's sentences of `text`, whitespace collapsed, a window of characters at a time."""
     # blingfire is a compiled finite-state segmenter: ~10x faster than pysbd or spaCy, no model
     # download (unlike nltk punkt), and it handles Wikipedia-style abbreviations/numbers well.
     # Imported here: loading prepared data (a GPU box, a notebook) needs no segmenter.
     import blingfire
 
-    split = blingfire.text_to_sentences(text)
-    # It returns "" when its output buffer overflows; keep the text whole rather than lose it.
-    pieces = [s.strip() for s in split.split("\n")] if split else [text]
-    sentences: list[str] = []
-    glue = False  # the last sentence ends in an abbreviation or initials: continue it
-    for piece in pieces:
-        if not piece:
-            continue
-        if glue:
-            sentences[-1] += " " + piece
-        else:
-            sentences.append(piece)
-        glue = bool(_ABBREVIATION_END.search(sentences[-1]) or _INITIALS.match(sentences[-1]))
-    return sentences
+    carry = ""  # the last sentence of a window may go on in the next: it is split again there
+    for start in range(0, len(text), _WINDOW):
+        # A regex, not " ".join(text.split()): no list of every word of a huge document.
+        gap = " " if start and text[start - 1].isspace() else ""  # the window cut at a space
+        chunk = _WHITESPACE.sub(" ", carry + gap + text[start:start + _WINDOW]).strip()
+        split = blingfire.text_to_sentences(chunk) if chunk else ""
+        # It returns "" when its output buffer overflows; keep the text whole rather than lose it.
+        pieces = [p for p in (s.strip() for s in (split.split("\n") if split else [chunk])) if p]
+        more = start + _WINDOW < len(text)
+        carry = pieces.pop() if more and pieces and len(pieces[-1]) < _WINDOW else ""
+        yield from pieces
 
 
 # --- Wikipedia -------------------------------------------------------------------------------
@@ -355,14 +373,32 @@ def _iter_lines(path: Path, errors: str, report: CorpusReport) -> Iterator[str]:
 
 def _read_txt(path: Path, errors: str, report: CorpusReport) -> Iterator[list[str]]:
     paragraphs: list[str] = []
-    for line in _iter_lines(path, errors, report):
-        if line.strip():
-            paragraphs.append(line.strip())
+    first = chars = 0  # line number where the document starts, its characters
+    for number, line in enumerate(_iter_lines(path, errors, report), start=1):
+        text = line.strip()
+        if text:
+            first = first or number
+            paragraphs.append(text)
+            chars += len(text)
         elif paragraphs:
+            _note_huge_document(path, first, number - 1, chars, report)
             yield paragraphs
-            paragraphs = []
+            paragraphs, first, chars = [], 0, 0
     if paragraphs:
+        _note_huge_document(path, first, first + len(paragraphs) - 1, chars, report)
         yield paragraphs
+
+
+def _note_huge_document(path: Path, first: int, last: int, chars: int, report: CorpusReport) -> None:
+    # A file of one sentence per line and no blank line is one huge document, not many (NSP
+    # draws NotNext partners from other documents): say so, once per file.
+    if chars < _HUGE_DOCUMENT or any(w.startswith(f"file '{path}': line") for w in report.warnings):
+        return
+    size = f"{chars / 1e6:.1f} MB"
+    what = (f"line {first} ({size}) is" if first == last else
+            f"lines {first}-{last} ({size}), with no blank line between them, are")
+    report.warnings.append(f"file '{path}': {what} read as one document; put a blank line between "
+                           "documents (or use .jsonl, one document per line)")
 
 
 def _missing_column(where: str, column: str, available: Iterable[str]) -> WorkbenchError:
