@@ -28,6 +28,7 @@ __all__ = [
     "builtin_rt_polarity_path",
     "builtin_wikipedia_path",
     "clean_wiki_text",
+    "delimited_rows",
     "iter_documents",
     "iter_wikipedia_dump",
     "source_fingerprint",
@@ -40,6 +41,10 @@ _TEXT_EXTENSIONS = (".txt", ".jsonl", ".csv", ".tsv")
 _DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _BINARY_PROBE = 8192
 _BATCH_ROWS = 1024
+_FULL_HASH_BYTES = 32 << 20  # corpus files up to this size are hashed whole for the cache key
+_HASH_SAMPLES, _HASH_BLOCK = 64, 1 << 16  # larger ones: this many blocks of this size
+_LONG_CORPUS_ROW = 1000  # lines: a CSV/TSV row spanning more is reported (a quote may be unmatched)
+_HUGE_DOCUMENT = 1_000_000  # characters: a long book; a .txt "document" beyond it gets a note
 
 
 @dataclass
@@ -71,34 +76,51 @@ _ABBREVIATION_END = re.compile(
     r"(?:^|[\s(])(?:Mr|Mrs|Ms|Dr|Prof|St|Sr|Jr|Gen|Brig|Col|Capt|Lt|Sgt|Maj|Adm|Gov|Sen|Rev|Hon|"
     r"Mt|Ft|v|vs|p|pp|cf|No|Vol|Fig|ca|c)\.$"
 )
+_WHITESPACE = re.compile(r"\s+")  # the characters str.split() splits at
+# Characters segmented at once: bounded memory on a one-line 50 MB document (4 bytes a character
+# once it holds one rare symbol), and well inside blingfire's output buffer.
+_WINDOW = 1 << 20
 # A piece that is only initials ("H." "N." before "Abrams") belongs to the next sentence.
 _INITIALS = re.compile(r"^(?:[A-Z]\.\s*)+$")
 
 
 def split_sentences(text: str) -> list[str]:
     """Split prose into sentences; empty ones are dropped."""
-    text = " ".join(text.split())
-    if not text:
-        return []
+    sentences: list[str] = []
+    current: list[str] = []  # pieces of the sentence being built, joined once at its end
+    initials = True  # every piece of `current` is only initials
+    for piece in _pieces(text):
+        current.append(piece)
+        initials = initials and bool(_INITIALS.match(piece))
+        # A piece ending in an abbreviation, or initials so far, continues into the next one.
+        # Only the piece's tail is searched (an abbreviation and its stop are 6 characters at
+        # most), so a long run of glued pieces stays linear.
+        if not (initials or _ABBREVIATION_END.search(piece[-8:])):
+            sentences.append(" ".join(current))
+            current, initials = [], True
+    if current:
+        sentences.append(" ".join(current))
+    return sentences
+
+
+def _pieces(text: str) -> Iterator[str]:
+    """blingfire's sentences of `text`, whitespace collapsed, a window of characters at a time."""
     # blingfire is a compiled finite-state segmenter: ~10x faster than pysbd or spaCy, no model
     # download (unlike nltk punkt), and it handles Wikipedia-style abbreviations/numbers well.
     # Imported here: loading prepared data (a GPU box, a notebook) needs no segmenter.
     import blingfire
 
-    split = blingfire.text_to_sentences(text)
-    # It returns "" when its output buffer overflows; keep the text whole rather than lose it.
-    pieces = [s.strip() for s in split.split("\n")] if split else [text]
-    sentences: list[str] = []
-    glue = False  # the last sentence ends in an abbreviation or initials: continue it
-    for piece in pieces:
-        if not piece:
-            continue
-        if glue:
-            sentences[-1] += " " + piece
-        else:
-            sentences.append(piece)
-        glue = bool(_ABBREVIATION_END.search(sentences[-1]) or _INITIALS.match(sentences[-1]))
-    return sentences
+    carry = ""  # the last sentence of a window may go on in the next: it is split again there
+    for start in range(0, len(text), _WINDOW):
+        # A regex, not " ".join(text.split()): no list of every word of a huge document.
+        gap = " " if start and text[start - 1].isspace() else ""  # the window cut at a space
+        chunk = _WHITESPACE.sub(" ", carry + gap + text[start:start + _WINDOW]).strip()
+        split = blingfire.text_to_sentences(chunk) if chunk else ""
+        # It returns "" when its output buffer overflows; keep the text whole rather than lose it.
+        pieces = [p for p in (s.strip() for s in (split.split("\n") if split else [chunk])) if p]
+        more = start + _WINDOW < len(text)
+        carry = pieces.pop() if more and pieces and len(pieces[-1]) < _WINDOW else ""
+        yield from pieces
 
 
 # --- Wikipedia -------------------------------------------------------------------------------
@@ -355,14 +377,32 @@ def _iter_lines(path: Path, errors: str, report: CorpusReport) -> Iterator[str]:
 
 def _read_txt(path: Path, errors: str, report: CorpusReport) -> Iterator[list[str]]:
     paragraphs: list[str] = []
-    for line in _iter_lines(path, errors, report):
-        if line.strip():
-            paragraphs.append(line.strip())
+    first = chars = 0  # line number where the document starts, its characters
+    for number, line in enumerate(_iter_lines(path, errors, report), start=1):
+        text = line.strip()
+        if text:
+            first = first or number
+            paragraphs.append(text)
+            chars += len(text)
         elif paragraphs:
+            _note_huge_document(path, first, number - 1, chars, report)
             yield paragraphs
-            paragraphs = []
+            paragraphs, first, chars = [], 0, 0
     if paragraphs:
+        _note_huge_document(path, first, first + len(paragraphs) - 1, chars, report)
         yield paragraphs
+
+
+def _note_huge_document(path: Path, first: int, last: int, chars: int, report: CorpusReport) -> None:
+    # A file of one sentence per line and no blank line is one huge document, not many (NSP
+    # draws NotNext partners from other documents): say so, once per file.
+    if chars < _HUGE_DOCUMENT or any(w.startswith(f"file '{path}': line") for w in report.warnings):
+        return
+    size = f"{chars / 1e6:.1f} MB"
+    what = (f"line {first} ({size}) is" if first == last else
+            f"lines {first}-{last} ({size}), with no blank line between them, are")
+    report.warnings.append(f"file '{path}': {what} read as one document; put a blank line between "
+                           "documents (or use .jsonl, one document per line)")
 
 
 def _missing_column(where: str, column: str, available: Iterable[str]) -> WorkbenchError:
@@ -407,24 +447,64 @@ def _read_jsonl(path: Path, column: str, errors: str, report: CorpusReport) -> I
 def _read_delimited(
     path: Path, column: str, errors: str, report: CorpusReport, delimiter: str
 ) -> Iterator[list[str]]:
+    rows = delimited_rows(_iter_lines(path, errors, report), path, delimiter, report.warnings,
+                          long_row=_LONG_CORPUS_ROW)
+    header = next(rows, None)
+    if header is None:
+        return
+    if column not in header[1]:
+        raise _missing_column(f"file '{path}'", column, header[1])
+    index = header[1].index(column)
+    for line, row in rows:
+        if index < len(row):
+            yield _row_text(row[index], f"file '{path}' line {line}", column)
+
+
+def delimited_rows(lines: Iterable[str], path: Path, delimiter: str, warnings: list[str],
+                   long_row: int) -> Iterator[tuple[int, list[str]]]:
+    """The rows of a CSV/TSV, each with the line it starts on; a broken quote stops with that line.
+
+    An unmatched opening quote makes every row after it part of one field, silently in pandas
+    and in lax csv parsing. Strict parsing catches the usual cases (the next quote is followed
+    by text, or the file ends inside the field); rows spanning more than ``long_row`` lines,
+    which a quote closed by chance leaves, get one warning.
+    """
     # Whole documents can exceed csv's default 128 KB field limit; only ever raise it.
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
-    reader = csv.reader(_iter_lines(path, errors, report), delimiter=delimiter)
-    try:
-        header = next(reader, None)
-        if header is None:
-            return
-        if column not in header:
-            raise _missing_column(f"file '{path}'", column, header)
-        index = header.index(column)
-        for row in reader:
-            if index < len(row):
-                yield _row_text(row[index], f"file '{path}' line {reader.line_num}", column)
-    except csv.Error as exc:
-        raise WorkbenchError(
-            f"file '{path}' line {reader.line_num} is not valid {path.suffix[1:].upper()} "
-            f"({_one_line(exc)}); fix the quoting on that line"
-        ) from None
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    start, long = 1, []  # `long`: (first line, lines) of rows spanning more than long_row lines
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise _csv_error(path, exc, start, reader.line_num) from None
+        if reader.line_num - start + 1 > long_row:
+            long.append((start, reader.line_num - start + 1))
+        yield start, row
+        start = reader.line_num + 1
+    if long:
+        first, lines_spanned = long[0]
+        warnings.append(
+            f"file '{path}': {len(long)} row(s) span more than {long_row} lines, the first at line "
+            f"{first} ({lines_spanned} lines); if those fields should not hold line breaks, an "
+            f"unmatched quote on line {first} merged rows: fix it"
+        )
+
+
+def _csv_error(path: Path, exc: csv.Error, start: int, line: int) -> WorkbenchError:
+    message = str(exc)
+    if "end of data" in message or "expected after" in message:
+        how = "the file ends inside it" if "end of data" in message else (
+            f"it closes on line {line} with text after the quote")
+        return WorkbenchError(
+            f"file '{path}' line {start}: a quoted field that opens on this line is not closed "
+            f"properly ({how}), which merges the rows after it; close the quote, or double a "
+            'quote that is part of the text ("")'
+        )
+    return WorkbenchError(f"file '{path}' line {line} is not valid {path.suffix[1:].upper()} "
+                          f"({_one_line(exc)}); fix that line")
 
 
 def _read_parquet(path: Path, column: str) -> Iterator[list[str]]:
@@ -662,6 +742,26 @@ def source_fingerprint(source: str, text_column: str = "text") -> str:
         for member in members:
             stat = member.stat()
             rel = member.relative_to(path).as_posix() if path.is_dir() else member.name
-            entries.append((rel, stat.st_size, stat.st_mtime_ns))
+            # Content too: a file rewritten with the same size and modification time (a copy
+            # with `cp -p`, a restored backup) is another corpus.
+            entries.append((rel, stat.st_size, stat.st_mtime_ns, _content_digest(member, stat.st_size)))
     digest = hashlib.sha256(json.dumps([text_column, entries]).encode()).hexdigest()[:16]
     return f"files:{path.name}:{digest}"
+
+
+def _content_digest(path: Path, size: int) -> str:
+    """A hash of a file's bytes: all of them up to 32 MB, else 64 blocks spread evenly (~4 MB read)."""
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as fileobj:
+            if size <= _FULL_HASH_BYTES:
+                while block := fileobj.read(1 << 20):
+                    digest.update(block)
+            else:  # first and last blocks included; an edit elsewhere also changes the mtime
+                for i in range(_HASH_SAMPLES):
+                    fileobj.seek((size - _HASH_BLOCK) * i // (_HASH_SAMPLES - 1))
+                    digest.update(fileobj.read(_HASH_BLOCK))
+    except OSError as exc:
+        raise WorkbenchError(f"file '{path}' is not readable ({_one_line(exc)}); "
+                             "check its permissions or pass another corpus") from None
+    return digest.hexdigest()

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,7 +42,7 @@ from .allocator import retain_freed_memory
 from .builtin import resolve_pretrained
 from .checkpoint import check_model_checkpoint, latest_checkpoint
 from .config import FinetuneConfig, parse_lr_grid
-from .data import builtin_rt_polarity_path
+from .data import builtin_rt_polarity_path, delimited_rows
 from .errors import WorkbenchError
 from .outputs import OutputDir
 from .provenance import collect as collect_provenance
@@ -73,6 +75,9 @@ PAIR_COLUMNS = ("sentence2", "text_b", "question2", "hypothesis")
 _SPLITS = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation",
            "val": "validation", "test": "test"}
 _EXTENSIONS = (".tsv", ".csv", ".jsonl", ".parquet")
+_LONG_ROW = 20  # lines: a task row spanning more is reported (its quote may be unmatched)
+_MISSING = {"", "nan", "<na>"}  # label texts that mean "no label" (lower-cased): a NaN written as text
+_INTEGRAL = re.compile(r"[+-]?\d+\.0+")
 
 
 # ------------------------------------------------------------------------------ stratified splits
@@ -142,8 +147,9 @@ def _read_table(path: Path) -> pd.DataFrame:
     ext = path.suffix.lower()
     try:
         if ext in (".tsv", ".csv"):  # quoted fields as the csv module writes them (AG News has some)
-            return pd.read_csv(path, sep="\t" if ext == ".tsv" else ",", dtype=str, keep_default_na=False,
-                               encoding="utf-8")
+            sep = "\t" if ext == ".tsv" else ","
+            _check_quoting(path, sep)
+            return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
         if ext == ".jsonl":
             return pd.read_json(path, lines=True, dtype=False)
         return pd.read_parquet(path)
@@ -152,6 +158,26 @@ def _read_table(path: Path) -> pd.DataFrame:
     except (ValueError, OSError) as exc:  # parser errors, empty files, broken parquet
         raise WorkbenchError(f"could not read '{path}' as {ext[1:]}: {_one_line(exc)}; "
                              "fix the file or pass another") from None
+
+
+def _check_quoting(path: Path, sep: str) -> None:
+    """Stop at an unmatched quote, which pandas reads as one field holding the rows after it."""
+    warnings: list[str] = []
+    with open(path, encoding="utf-8", newline="") as lines:
+        for _ in delimited_rows(lines, path, sep, warnings, long_row=_LONG_ROW):
+            pass
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _label_text(value: Any) -> str:
+    """A label as text, alike in every format: 1, 1.0 and "1.0" are "1"; None, NaN, "nan" are ""."""
+    if isinstance(value, float | np.floating) and not math.isnan(value) and float(value).is_integer():
+        return str(int(value))  # a jsonl/parquet integer column with a missing value is float
+    text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value).strip()
+    if _INTEGRAL.fullmatch(text):  # "1.0": pandas wrote an integer column that had a NaN
+        return text[:text.index(".")].lstrip("+")
+    return "" if text.lower() in _MISSING else text
 
 
 def _read_rt_polarity() -> dict[str, pd.DataFrame]:
@@ -258,11 +284,8 @@ def load_task(cfg: FinetuneConfig) -> TaskData:
         out = pd.DataFrame({"text": frame[text].fillna("").astype(str)})
         if pair is not None:
             out["text_b"] = frame[pair].fillna("").astype(str)
-        out["label"] = frame[cfg.label_column].fillna("").astype(str).str.strip()
-        keep = (out["text"].str.strip() != "") & (out["label"] != "")
-        if (~keep).sum():
-            notes.append(f"{name}: dropped {int((~keep).sum())} row(s) with an empty text or label")
-        splits[name] = out[keep].reset_index(drop=True)
+        out["label"] = [_label_text(v) for v in frame[cfg.label_column].tolist()]
+        splits[name] = _drop_unlabelled(out, here, cfg.label_column, notes)
     splits = _arrange_splits(splits, cfg, notes, where)
     for name in ("train", "test"):
         if len(splits[name]) == 0:
@@ -278,6 +301,18 @@ def load_task(cfg: FinetuneConfig) -> TaskData:
     if len(splits["validation"]) == 0:
         raise WorkbenchError(f"{where}: the validation split is empty; pass more data or a larger --validation-fraction")
     return TaskData(spec, splits, labels, pair is not None, notes)
+
+
+def _drop_unlabelled(frame: pd.DataFrame, where: str, label_column: str, notes: list[str]) -> pd.DataFrame:
+    """Rows with an empty text or an empty/NaN label, counted in a warning and left out."""
+    no_label = (frame["label"] == "").to_numpy()
+    no_text = (frame["text"].str.strip() == "").to_numpy() & ~no_label
+    for mask, what in ((no_label, f"an empty or NaN label (column {label_column!r})"), (no_text, "an empty text")):
+        if mask.any():
+            message = f"{where}: dropped {int(mask.sum())} row(s) with {what} (first: data row {int(np.argmax(mask)) + 1})"
+            notes.append(message)
+            print(f"warning: {message}", file=sys.stderr)
+    return frame[~(no_label | no_text)].reset_index(drop=True)
 
 
 def _arrange_splits(raw: dict[str, pd.DataFrame], cfg: FinetuneConfig, notes: list[str], where: str

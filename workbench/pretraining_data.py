@@ -17,6 +17,7 @@ under a key of corpus, tokenizer and settings.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import shutil
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, Features, Sequence, Value, load_from_disk
 from transformers import PreTrainedTokenizerBase
 
@@ -100,16 +102,21 @@ class _Columns:
 
 def truncate_seq_pair(a: list[int], b: list[int], max_num_tokens: int, rng: random.Random) -> bool:
     """Trim the longer of ``a``/``b`` in place, front or back at random, until both fit (Google's rule)."""
-    truncated = False
-    while len(a) + len(b) > max_num_tokens:
-        longer = a if len(a) > len(b) else b
+    # Count the cuts token by token (the same random draws as Google's loop), then slice once:
+    # deleting a[0] once per token is quadratic in a long segment (a sentence of a whole book).
+    lengths, front, back = [len(a), len(b)], [0, 0], [0, 0]
+    while lengths[0] + lengths[1] > max_num_tokens:
+        k = 0 if lengths[0] > lengths[1] else 1  # the longer one; b on a tie
         # Random side, so the model sees neither always-cut starts nor always-cut ends.
         if rng.random() < 0.5:
-            del longer[0]
+            front[k] += 1
         else:
-            longer.pop()
-        truncated = True
-    return truncated
+            back[k] += 1
+        lengths[k] -= 1
+    for k, seq in enumerate((a, b)):
+        del seq[front[k] + lengths[k]:]
+        del seq[:front[k]]
+    return front != [0, 0] or back != [0, 0]
 
 
 def _concat(sentences: Seq[Seq[int]]) -> list[int]:
@@ -261,24 +268,53 @@ def _sop(docs: Seq[Doc], ids: Seq[int], out: _Columns, max_num_tokens: int,
             i = j
 
 
-def _mlm_packed(docs: Seq[Doc], ids: Seq[int], out: _Columns, max_num_tokens: int,
-                cls_id: int, sep_id: int) -> None:
-    """Full-length segments packed across sentence and document boundaries (RoBERTa, Cramming)."""
-    block = max_num_tokens + 1  # [CLS] block [SEP]: one more token than a pair's budget
-    buf: list[int] = []
-    first_doc = ids[0] if len(ids) else -1
-    for d, doc in enumerate(docs):
-        if buf:
-            buf.append(sep_id)  # a [SEP] marks the document boundary inside a segment
-        else:
-            first_doc = ids[d]
-        buf.extend(_concat(doc))
-        while len(buf) >= block:
-            out.add(buf[:block], None, -100, False, cls_id, sep_id, (first_doc, -1, -1, -1))
-            buf = buf[block:]
-            first_doc = ids[d]
-    if buf:
-        out.add(buf, None, -100, False, cls_id, sep_id, (first_doc, -1, -1, -1))
+def _mlm_stream(tokens: np.ndarray, doc_lengths: np.ndarray, block: int, sep_id: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Documents end to end with a [SEP] at each boundary inside a segment: (stream (L,), doc starts (D,))."""
+    seps = np.zeros(len(doc_lengths), dtype=bool)
+    starts = np.empty(len(doc_lengths), dtype=np.int64)
+    pos = 0
+    for d, n in enumerate(doc_lengths.tolist()):  # a walk over documents, not tokens
+        seps[d] = pos % block != 0  # no [SEP] opens a segment
+        pos += int(seps[d])
+        starts[d] = pos
+        pos += n
+    first_token = np.cumsum(doc_lengths) - doc_lengths  # (D,) offset of each document in `tokens`
+    return np.insert(tokens, first_token[seps], sep_id), starts
+
+
+def _mlm_table(tokens: np.ndarray, doc_lengths: np.ndarray, ids: Seq[int], max_num_tokens: int,
+               cls_id: int, sep_id: int, dupe_factor: int, rng: random.Random) -> pa.Table:
+    """Full-length segments packed across sentence and document boundaries (RoBERTa, Cramming).
+
+    ``tokens`` (T,) are the documents' tokens end to end, ``doc_lengths`` (D,) their counts. Rows
+    are ``[CLS] block [SEP]``, built with array operations so a huge document costs linear time;
+    ``dupe_factor`` copies in a random order (the draws of :meth:`_Columns.shuffled`).
+    """
+    block = max_num_tokens + 1  # one more token than a pair's budget: [CLS] block [SEP]
+    stream, starts = _mlm_stream(tokens, doc_lengths, block, sep_id)
+    full, rest = divmod(len(stream), block)
+    rows = np.empty((full, block + 2), dtype=np.int32)  # (full, block + 2) [CLS] block [SEP]
+    rows[:, 0], rows[:, -1] = cls_id, sep_id
+    rows[:, 1:-1] = stream[:full * block].reshape(full, block)
+    last = [np.array([cls_id], np.int32), stream[full * block:], np.array([sep_id], np.int32)]
+    values = np.concatenate([rows.reshape(-1), *(last if rest else [])])
+    n = full + bool(rest)
+    row_starts = np.arange(n, dtype=np.int64) * block
+    offsets = np.append(np.arange(n) * (block + 2), len(values))  # (n + 1,)
+    # Provenance: the document each segment starts in.
+    first_doc = np.asarray(ids, dtype=np.int64)[np.searchsorted(starts, row_starts, side="right") - 1]
+    offsets32 = pa.array(offsets.astype(np.int32))
+    single = pa.table({
+        "input_ids": pa.ListArray.from_arrays(offsets32, pa.array(values)),
+        "token_type_ids": pa.ListArray.from_arrays(offsets32, pa.array(np.zeros(len(values), np.int8))),
+        "next_sentence_label": np.full(n, -100, np.int64), "truncated": np.zeros(n, bool),
+        "a_doc": first_doc, "a_end": np.full(n, -1, np.int64), "b_doc": np.full(n, -1, np.int64),
+        "b_start": np.full(n, -1, np.int64),
+    }, schema=EXAMPLE_FEATURES.arrow_schema)
+    order = list(range(n * dupe_factor))
+    rng.shuffle(order)
+    return single.take(np.asarray(order, dtype=np.int64) % max(n, 1))  # copies are the same rows
 
 
 def build_examples(docs: Seq[Doc], doc_ids: Seq[int], *, objective: str,
@@ -286,8 +322,13 @@ def build_examples(docs: Seq[Doc], doc_ids: Seq[int], *, objective: str,
                    sep_id: int, google_compat: bool = False, vocab_size: int = 0,
                    dupe_factor: int = 1) -> dict[str, list]:
     """Build one shard's examples (columns of equal length) from tokenized documents."""
-    out = _Columns()
     max_num_tokens = max_seq_length - 3  # room for [CLS], [SEP], [SEP]
+    if objective == "mlm":
+        tokens = np.fromiter((t for doc in docs for s in doc for t in s), dtype=np.int32)
+        lengths = np.array([sum(len(s) for s in doc) for doc in docs], dtype=np.int64)
+        return _mlm_table(tokens, lengths, doc_ids, max_num_tokens, cls_id, sep_id, dupe_factor,
+                          rng).to_pydict()
+    out = _Columns()
     if objective == "nsp" and google_compat:
         _nsp_google(docs, doc_ids, out, max_num_tokens, short_seq_prob, rng, cls_id, sep_id,
                     vocab_size, dupe_factor)
@@ -295,28 +336,40 @@ def build_examples(docs: Seq[Doc], doc_ids: Seq[int], *, objective: str,
     for _ in range(dupe_factor):
         if objective == "nsp":
             _nsp_balanced(docs, doc_ids, out, max_num_tokens, short_seq_prob, rng, cls_id, sep_id)
-        elif objective == "sop":
-            _sop(docs, doc_ids, out, max_num_tokens, short_seq_prob, rng, cls_id, sep_id)
         else:
-            _mlm_packed(docs, doc_ids, out, max_num_tokens, cls_id, sep_id)
+            _sop(docs, doc_ids, out, max_num_tokens, short_seq_prob, rng, cls_id, sep_id)
     return out.shuffled(rng)
 
 
-def _build_shard_batch(batch: dict[str, list], *, objective: str, max_seq_length: int,
+def _arrow_docs(docs: pa.ListScalar) -> tuple[np.ndarray, np.ndarray]:
+    """A shard's documents as (tokens (T,) end to end, token count per document (D,)), no copy to Python."""
+    by_doc = docs.values  # document -> sentence -> token ids
+    sentences = by_doc.flatten()
+    token_end = np.append(0, np.cumsum(pc.list_value_length(sentences).to_numpy()))
+    sentence_end = np.append(0, np.cumsum(pc.list_value_length(by_doc).to_numpy()))
+    return sentences.flatten().to_numpy(), np.diff(token_end[sentence_end])
+
+
+def _build_shard_batch(batch: pa.Table, *, objective: str, max_seq_length: int,
                        short_seq_prob: float, seed: int, split: str, cls_id: int, sep_id: int,
-                       google_compat: bool, vocab_size: int, dupe_factor: int) -> dict[str, list]:
-    """datasets.map function: each input row is one shard of documents; outputs its examples."""
-    cols: dict[str, list] = {}
-    for shard, doc_ids, docs in zip(batch["shard"], batch["doc_ids"], batch["docs"], strict=True):
+                       google_compat: bool, vocab_size: int, dupe_factor: int) -> pa.Table:
+    """datasets.map function (arrow format): each input row is one shard of documents; outputs its examples."""
+    parts = []
+    for row in range(batch.num_rows):
+        shard, doc_ids = batch["shard"][row].as_py(), batch["doc_ids"][row].as_py()
         # One RNG per shard, keyed by seed, split and shard: results do not depend on num_proc.
         rng = random.Random(seed if google_compat and shard == 0 else f"{seed}:{split}:{shard}")
-        part = build_examples(docs, doc_ids, objective=objective, max_seq_length=max_seq_length,
-                              short_seq_prob=short_seq_prob, rng=rng, cls_id=cls_id, sep_id=sep_id,
-                              google_compat=google_compat, vocab_size=vocab_size,
-                              dupe_factor=dupe_factor)
-        for k, v in part.items():
-            cols.setdefault(k, []).extend(v)
-    return cols
+        if objective == "mlm":  # arrays all the way: one huge document stays linear and compact
+            tokens, lengths = _arrow_docs(batch["docs"][row])
+            parts.append(_mlm_table(tokens, lengths, doc_ids, max_seq_length - 3, cls_id, sep_id,
+                                    dupe_factor, rng))
+            continue
+        part = build_examples(batch["docs"][row].as_py(), doc_ids, objective=objective,
+                              max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, rng=rng,
+                              cls_id=cls_id, sep_id=sep_id, google_compat=google_compat,
+                              vocab_size=vocab_size, dupe_factor=dupe_factor)
+        parts.append(pa.Table.from_pydict(part, schema=EXAMPLE_FEATURES.arrow_schema))
+    return pa.concat_tables(parts)
 
 
 _SHARD_SCHEMA = pa.schema([
@@ -325,6 +378,7 @@ _SHARD_SCHEMA = pa.schema([
     ("docs", pa.list_(pa.list_(pa.list_(pa.int32())))),  # document -> sentence -> token ids
 ])
 _GOLDEN = 0.6180339887498949
+_TOKENIZE_SENTENCES = 8192
 EXAMPLE_FEATURES = Features({
     "input_ids": Sequence(Value("int32")),
     "token_type_ids": Sequence(Value("int8")),
@@ -386,30 +440,47 @@ class _ShardWriter:
         self.sink.close()
 
     def _write(self, docs: list[tuple[int, list[str]]]) -> None:
-        flat = [s for _, sentences in docs for s in sentences]
-        # One batched call: the Rust tokenizer parallelises over sentences on all cores.
-        enc = self.tokenizer(flat, add_special_tokens=False, return_attention_mask=False,
-                             return_token_type_ids=False)["input_ids"]
+        tokens, lengths = _token_ids(self.tokenizer, [s for _, sentences in docs for s in sentences])
+        # Empty sentences are dropped, then the documents left with none.
+        owner = np.repeat(np.arange(len(docs)), [len(sentences) for _, sentences in docs])  # (S,)
+        kept = lengths > 0
+        per_doc = np.bincount(owner[kept], minlength=len(docs))  # (D,) sentences kept
+        live = per_doc > 0
+        doc_ids = [doc_id for (doc_id, _), ok in zip(docs, live.tolist(), strict=True) if ok]
         unk, c = self.tokenizer.unk_token_id, self.counts
-        doc_ids, out, k = [], [], 0
-        for doc_id, sentences in docs:
-            tokenized = [ids for ids in enc[k:k + len(sentences)] if ids]  # drop empty sentences
-            k += len(sentences)
-            if not tokenized:
-                continue
-            doc_ids.append(doc_id)
-            out.append(tokenized)
-            self.documents += 1
-            c["documents"] += 1
-            c["sentences"] += len(tokenized)
-            c["multi_sentence_documents"] += len(tokenized) >= 2
-            for ids in tokenized:
-                c["tokens"] += len(ids)
-                c["unk_tokens"] += ids.count(unk) if unk is not None else 0
-        if out:
-            batch = pa.record_batch([[self.shards], [doc_ids], [out]], schema=_SHARD_SCHEMA)
-            self.writer.write_batch(batch)
-            self.shards += 1
+        self.documents += len(doc_ids)
+        c["documents"] += len(doc_ids)
+        c["sentences"] += int(kept.sum())
+        c["multi_sentence_documents"] += int((per_doc >= 2).sum())
+        c["tokens"] += len(tokens)
+        c["unk_tokens"] += int((tokens == unk).sum()) if unk is not None else 0
+        if not doc_ids:
+            return
+        # Nested lists from offsets (document -> sentence -> token ids), no Python list per token.
+        sentences = pa.ListArray.from_arrays(_offsets(lengths[kept]), pa.array(tokens))
+        by_doc = pa.ListArray.from_arrays(_offsets(per_doc[live]), sentences)
+        shard_docs = pa.ListArray.from_arrays(_offsets(np.array([len(doc_ids)])), by_doc)
+        self.writer.write_batch(pa.record_batch(
+            [pa.array([self.shards], pa.int64()), pa.array([doc_ids], pa.list_(pa.int64())), shard_docs],
+            schema=_SHARD_SCHEMA))
+        self.shards += 1
+
+
+def _offsets(lengths: np.ndarray) -> pa.Array:
+    return pa.array(np.append(0, np.cumsum(lengths)).astype(np.int32))
+
+
+def _token_ids(tokenizer: PreTrainedTokenizerBase, sentences: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of ``sentences`` end to end (T,) and the count of each sentence (S,)."""
+    tokens, lengths = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)]
+    for i in range(0, len(sentences), _TOKENIZE_SENTENCES):
+        # Batched calls: the Rust tokenizer parallelises over a call's sentences, and a chunk's
+        # encodings (offsets, strings: ~100 bytes a token) are freed before the next.
+        enc = tokenizer(sentences[i:i + _TOKENIZE_SENTENCES], add_special_tokens=False,
+                        return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        lengths.append(np.fromiter(map(len, enc), dtype=np.int64, count=len(enc)))
+        tokens.append(np.fromiter(itertools.chain.from_iterable(enc), dtype=np.int32))
+    return np.concatenate(tokens), np.concatenate(lengths)
 
 
 def cache_key(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> str:
@@ -465,8 +536,9 @@ def _resolve_tokenizer(cfg: DataConfig) -> PreTrainedTokenizerBase:
 
 def _summarise(ds: DatasetDict, counts: dict[str, int], cfg: DataConfig) -> dict[str, Any]:
     tables = [ds[s].data.table for s in ds]
-    lengths = np.concatenate([t.column("input_ids").combine_chunks().value_lengths().to_numpy()
-                              for t in tables])
+    # Chunk by chunk: combining the memory-mapped column first would copy every token into RAM.
+    lengths = np.concatenate([np.zeros(0, np.int32)] + [
+        pc.list_value_length(chunk).to_numpy() for t in tables for chunk in t.column("input_ids").chunks])
     labels = np.concatenate([t.column("next_sentence_label").to_numpy() for t in tables])
     truncated = np.concatenate([t.column("truncated").to_numpy() for t in tables])
     pairs = int(len(lengths))
@@ -554,7 +626,7 @@ def _build(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, tmp: Path) -> di
                      dupe_factor=cfg.dupe_factor)
     splits = {}
     for split in ("train", "validation"):
-        shards = Dataset.from_file(str(shards_dir / f"{split}.arrow"))
+        shards = Dataset.from_file(str(shards_dir / f"{split}.arrow")).with_format("arrow")
         if shards.num_rows == 0:  # e.g. validation_fraction=0
             splits[split] = Dataset.from_dict({k: [] for k in EXAMPLE_FEATURES}, features=EXAMPLE_FEATURES)
             continue

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import json
+import re
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -32,6 +36,7 @@ __all__ = [
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # BERT's learned position table has 512 rows; a tokenizer without a real limit gets this one.
 DEFAULT_POSITION_LIMIT = 512
+_COUNT_BATCH = 1024  # texts per normalizer call when counting words
 
 
 def train_tokenizer(
@@ -41,7 +46,10 @@ def train_tokenizer(
     out_dir: str | Path | None = None,
     min_frequency: int = 2,
 ) -> PreTrainedTokenizerBase:
-    """Train a BERT WordPiece tokenizer on ``texts``; save it in Hugging Face format if ``out_dir``."""
+    """Train a BERT WordPiece tokenizer on ``texts``; save it in Hugging Face format if ``out_dir``.
+
+    The same texts and settings give the same vocabulary in every run (see :func:`_train_wordpiece`).
+    """
     if vocab_size < len(SPECIAL_TOKENS):
         raise WorkbenchError(
             f"vocab_size {vocab_size} is smaller than the {len(SPECIAL_TOKENS)} special tokens "
@@ -54,19 +62,12 @@ def train_tokenizer(
     )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
-        continuing_subword_prefix="##",
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    # The trainer numbers tokens in hash-map order, which differs between runs. WordPiece only
-    # needs membership, so renumber canonically: the same corpus then gives the same ids (and
-    # the same dataset cache key) every time.
-    learned = sorted(t for t in tok.get_vocab() if t not in SPECIAL_TOKENS)
-    vocab = {t: i for i, t in enumerate([*SPECIAL_TOKENS, *learned])}
+    learned = _train_wordpiece(_word_counts(tok, texts), vocab_size, min_frequency)
+    # WordPiece only needs membership: canonical ids (specials, then sorted) keep the ids, and
+    # so the dataset cache key, the same for the same vocabulary.
+    vocab = {t: i for i, t in enumerate([*SPECIAL_TOKENS, *sorted(learned)])}
     tok.model = models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -86,6 +87,64 @@ def train_tokenizer(
     if out_dir is not None:
         fast.save_pretrained(str(out_dir))
     return fast
+
+
+def _word_counts(tok: Tokenizer, texts: Iterable[str]) -> Counter[str]:
+    """How often each word occurs after ``tok``'s normalizer and pre-tokenizer (what the trainer counts)."""
+    counts: Counter[str] = Counter()
+    kinds: dict[str, str] = {}  # character -> "word", "space" or "punct" to the pre-tokenizer
+    texts = iter(texts)
+    while chunk := list(itertools.islice(texts, _COUNT_BATCH)):
+        # One Rust call per chunk of texts ("\n" is whitespace to both), not one per text.
+        normalized = tok.normalizer.normalize_str("\n".join(chunk))
+        for c in set(normalized) - kinds.keys():
+            kinds[c] = _char_kind(tok, c)
+        counts.update(_splitter(kinds).findall(normalized))
+    return counts
+
+
+def _char_kind(tok: Tokenizer, c: str) -> str:
+    # The pre-tokenizer splits at each character on its own: ask it once per distinct character.
+    pieces = [word for word, _ in tok.pre_tokenizer.pre_tokenize_str(f"a{c}a")]
+    return "word" if len(pieces) == 1 else "space" if len(pieces) == 2 else "punct"
+
+
+@functools.lru_cache(maxsize=64)
+def _splitter_for(punct: str, space: str) -> re.Pattern[str]:
+    punct, space = re.escape(punct), re.escape(space)
+    return re.compile(f"[{punct}]|[^{punct}{space}]+" if punct else f"[^{space}]+")
+
+
+def _splitter(kinds: dict[str, str]) -> re.Pattern[str]:
+    """A regex that finds the words BertPreTokenizer makes: runs of word characters, or one punctuation mark."""
+    punct = "".join(sorted(c for c, kind in kinds.items() if kind == "punct"))
+    space = "".join(sorted(c for c, kind in kinds.items() if kind == "space"))
+    return _splitter_for(punct, space or " ")
+
+
+def _train_wordpiece(counts: Counter[str], vocab_size: int, min_frequency: int) -> list[str]:
+    """The learned (non-special) tokens of a WordPiece vocabulary for these word counts.
+
+    tokenizers' trainer numbers the continuing pieces ``##c`` in hash-map order, which changes
+    from run to run, and breaks ties between equally frequent merges by those numbers, so the
+    same corpus gave vocabularies that differed by a few tokens. Every ``##c`` the words need is
+    therefore handed to it as a special token, in sorted order: the trainer makes exactly these
+    pieces anyway (the same vocabulary budget), now with fixed numbers.
+    """
+    continuing = sorted({f"##{c}" for word in counts for c in word[1:]})
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[*SPECIAL_TOKENS, *continuing],
+        continuing_subword_prefix="##",
+        show_progress=False,
+    )
+    # The words are fed as counted (no normalizer, whitespace split), in sorted order.
+    bare = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    bare.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fed = (" ".join(itertools.repeat(word, n)) for word, n in sorted(counts.items()))
+    bare.train_from_iterator(fed, trainer=trainer, length=len(counts))
+    return [t for t in bare.get_vocab() if t not in SPECIAL_TOKENS]
 
 
 def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
