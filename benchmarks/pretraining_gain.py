@@ -186,6 +186,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--minilm-sizes", type=_ints, default=[100, 1000], help="Label counts of the minilm ceiling.")
     p.add_argument("--minilm-lr-grid", default="1e-4", help="lr grid of the minilm ceiling.")
     p.add_argument("--minilm-min-steps", type=int, default=100, help="Minimum steps of the minilm ceiling.")
+    p.add_argument("--minilm-epochs", type=float, default=5.0, help="Planned passes of the minilm ceiling.")
     p.add_argument("--no-minilm", action="store_true", help="Leave the ceiling out.")
     p.add_argument("--jobs", type=int, default=2, help="Fine-tuning processes (one thread each).")
     return p.parse_args(argv)
@@ -209,14 +210,15 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = ensure_checkpoint(part, getattr(args, f"checkpoint_{part}"), args)
         base = _base(args)
         data = part_task(part, args, base)
-        ceiling = replace(base, lr_grid=args.minilm_lr_grid, curve_min_steps=args.minilm_min_steps)
+        ceiling = replace(base, lr_grid=args.minilm_lr_grid, curve_min_steps=args.minilm_min_steps,
+                          curve_epochs=args.minilm_epochs)
         eval_file = Path(ckpt) / "eval.json"
         result["parts"][part] = {
             "what": PARTS[part][0], "task": data.name, "checkpoint": ckpt, "splits": data.sizes, "notes": data.notes,
             "pretraining_eval": json.loads(eval_file.read_text()) if eval_file.is_file() else None, "runs": [],
             "ceiling": "none" if args.no_minilm else
             f"builtin:minilm, labels {args.minilm_sizes}, seeds {args.minilm_seeds}, lr grid {args.minilm_lr_grid}, "
-            f"min {args.minilm_min_steps} steps (fewer than the tiny models: a step costs ~25x as much)"}
+            f"min {args.minilm_min_steps} steps, {args.minilm_epochs:g} planned epochs (fewer than the tiny models: a step costs ~25x as much)"}
         jobs += [(part, init, data, args.sizes, args.seeds, base) for init in (ckpt, f"random:{ckpt}")]
         if not args.no_minilm:  # longest first: better packing
             jobs.insert(0, (part, MINILM, data, args.minilm_sizes, args.minilm_seeds, ceiling))
