@@ -152,9 +152,9 @@ def print_table(result: dict[str, Any]) -> None:
             print(f"{n:>7} {cells[0]:>20} {cells[1]:>20} {cells[2]:>20}  {gain}")
         f = res["random_twin_flattening"]
         print(f"random twin: {f['stopped_early']}/{f['runs']} kept runs stopped by patience after the "
-              f"{result['config']['min_steps']}-step minimum; median best step {f['median_best_step']:.0f} of "
+              f"{res['config']['min_steps']}-step minimum; median best step {f['median_best_step']:.0f} of "
               f"{f['median_steps']:.0f}")
-        print(f"ceiling: {res['ceiling']}")
+        print(f"ceiling: {res['ceiling']}; fine-tuning wall time {res.get('wall_minutes', math.nan):.1f} min")
 
 
 def _ints(text: str) -> list[int]:
@@ -201,10 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     if any(p in parts for p in "bc") and not (args.data_root / "agnews").is_dir():
         print(f"error: {args.data_root}/agnews not found; pass --data-root DIR holding agnews/ and sst2/", file=sys.stderr)
         return 2
+    # Parts not re-run are kept from an earlier run's JSON (each part keeps its own config and timing).
+    previous = json.loads(args.out.read_text()).get("parts", {}) if args.out.is_file() else {}
     result: dict[str, Any] = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "load_average_start": os.getloadavg()}, "parts": {}}
+                    "load_average_start": os.getloadavg()},
+        "parts": {k: v for k, v in previous.items() if k not in parts}}
     jobs = []
     for part in parts:
         ckpt = ensure_checkpoint(part, getattr(args, f"checkpoint_{part}"), args)
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                           curve_epochs=args.minilm_epochs)
         eval_file = Path(ckpt) / "eval.json"
         result["parts"][part] = {
-            "what": PARTS[part][0], "task": data.name, "checkpoint": ckpt, "splits": data.sizes, "notes": data.notes,
+            "what": PARTS[part][0], "config": result["config"], "started": time.strftime("%Y-%m-%d %H:%M:%S"), "task": data.name, "checkpoint": ckpt, "splits": data.sizes, "notes": data.notes,
             "pretraining_eval": json.loads(eval_file.read_text()) if eval_file.is_file() else None, "runs": [],
             "ceiling": "none" if args.no_minilm else
             f"builtin:minilm, labels {args.minilm_sizes}, seeds {args.minilm_seeds}, lr grid {args.minilm_lr_grid}, "
@@ -236,6 +239,7 @@ def _run_jobs(jobs: list[tuple], args: argparse.Namespace, result: dict[str, Any
     """Each (part, init) curve in a worker; a part's summary once its inits are all done."""
     import multiprocessing
 
+    start = time.perf_counter()
     pending = {part: sum(j[0] == part for j in jobs) for part in result["parts"]}
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_curve_job, init, data, sizes, seeds, base): part
@@ -246,6 +250,7 @@ def _run_jobs(jobs: list[tuple], args: argparse.Namespace, result: dict[str, Any
             res["runs"] += future.result()
             pending[part] -= 1
             if not pending[part]:
+                res["wall_minutes"] = (time.perf_counter() - start) / 60
                 runs = pd.DataFrame(res["runs"])
                 res["summary"] = curve_summary(runs).to_dict("records")
                 res["random_twin_flattening"] = flattening(runs, f"random:{res['checkpoint']}")
