@@ -114,10 +114,11 @@ def flattening(runs: pd.DataFrame, init: str) -> dict[str, Any]:
             "median_plateau_steps": float(kept["plateau_steps"].median())}
 
 
-def _base(args: argparse.Namespace, part: str) -> FinetuneConfig:
+def _base(args: argparse.Namespace) -> FinetuneConfig:
     return FinetuneConfig(max_length=args.max_length, max_validation=args.max_validation, batch_size=args.batch_size,
-                          curve_min_steps=args.min_steps, patience=args.patience, eval_every=args.eval_every,
-                          eval_batch_size=256, lr_grid=args.lr_grid, progress=False, out="", task="")
+                          curve_min_steps=args.min_steps, curve_epochs=args.epochs, lr_grid_seeds=args.grid_seeds,
+                          patience=args.patience, eval_every=args.eval_every,
+                          eval_batch_size=256, lr_grid=args.lr_grid, progress=False, out="")
 
 
 def _fmt(mean: float, low: float, high: float, scale: float = 100.0) -> str:
@@ -151,9 +152,9 @@ def print_table(result: dict[str, Any]) -> None:
             print(f"{n:>7} {cells[0]:>20} {cells[1]:>20} {cells[2]:>20}  {gain}")
         f = res["random_twin_flattening"]
         print(f"random twin: {f['stopped_early']}/{f['runs']} kept runs stopped by patience after the "
-              f"{result['config']['min_steps']}-step minimum; median best step {f['median_best_step']:.0f} of "
+              f"{res['config']['min_steps']}-step minimum; median best step {f['median_best_step']:.0f} of "
               f"{f['median_steps']:.0f}")
-        print(f"ceiling: {res['ceiling']}")
+        print(f"ceiling: {res['ceiling']}; fine-tuning wall time {res.get('wall_minutes', math.nan):.1f} min")
 
 
 def _ints(text: str) -> list[int]:
@@ -173,15 +174,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2, 3, 4], help="Seeds (label sample and init).")
     p.add_argument("--lr-grid", default="auto", help="FinetuneConfig.lr_grid of checkpoint and twin.")
     p.add_argument("--min-steps", type=int, default=300, help="Steps before early stopping may end a run.")
-    p.add_argument("--patience", type=int, default=4, help="Validations without a better accuracy before stopping.")
-    p.add_argument("--eval-every", type=int, default=25, help="Validate every this many steps.")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=float, default=20.0, help="Planned passes over the labels (curve_epochs).")
+    p.add_argument("--grid-seeds", type=int, default=2, help="Seeds the lr grid is searched on (lr_grid_seeds).")
+    p.add_argument("--patience", type=int, default=3, help="Validations without a better accuracy before stopping.")
+    p.add_argument("--eval-every", type=int, default=50, help="Validate every this many steps.")
+    p.add_argument("--batch-size", type=int, default=16, help="Examples per step (16: half a step's cost of 32).")
     p.add_argument("--max-length", type=int, default=64, help="Tokens per example (truncated beyond).")
     p.add_argument("--max-validation", type=int, default=500, help="Validation examples (stratified sample).")
     p.add_argument("--agnews-test", type=int, default=2000, help="AG News test examples (stratified sample; 0 all).")
-    p.add_argument("--minilm-seeds", type=_ints, default=[0, 1, 2], help="Seeds of the minilm ceiling.")
+    p.add_argument("--minilm-seeds", type=_ints, default=[0], help="Seeds of the minilm ceiling (a step costs ~25x tiny's).")
+    p.add_argument("--minilm-sizes", type=_ints, default=[100, 1000], help="Label counts of the minilm ceiling.")
     p.add_argument("--minilm-lr-grid", default="1e-4", help="lr grid of the minilm ceiling.")
     p.add_argument("--minilm-min-steps", type=int, default=100, help="Minimum steps of the minilm ceiling.")
+    p.add_argument("--minilm-epochs", type=float, default=5.0, help="Planned passes of the minilm ceiling.")
     p.add_argument("--no-minilm", action="store_true", help="Leave the ceiling out.")
     p.add_argument("--jobs", type=int, default=2, help="Fine-tuning processes (one thread each).")
     return p.parse_args(argv)
@@ -196,25 +201,30 @@ def main(argv: list[str] | None = None) -> int:
     if any(p in parts for p in "bc") and not (args.data_root / "agnews").is_dir():
         print(f"error: {args.data_root}/agnews not found; pass --data-root DIR holding agnews/ and sst2/", file=sys.stderr)
         return 2
+    # Parts not re-run are kept from an earlier run's JSON (each part keeps its own config and timing).
+    previous = json.loads(args.out.read_text()).get("parts", {}) if args.out.is_file() else {}
     result: dict[str, Any] = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "load_average_start": os.getloadavg()}, "parts": {}}
+                    "load_average_start": os.getloadavg()},
+        "parts": {k: v for k, v in previous.items() if k not in parts}}
     jobs = []
     for part in parts:
         ckpt = ensure_checkpoint(part, getattr(args, f"checkpoint_{part}"), args)
-        base = _base(args, part)
+        base = _base(args)
         data = part_task(part, args, base)
-        ceiling = replace(base, lr_grid=args.minilm_lr_grid, curve_min_steps=args.minilm_min_steps)
+        ceiling = replace(base, lr_grid=args.minilm_lr_grid, curve_min_steps=args.minilm_min_steps,
+                          curve_epochs=args.minilm_epochs)
         eval_file = Path(ckpt) / "eval.json"
         result["parts"][part] = {
-            "what": PARTS[part][0], "task": data.name, "checkpoint": ckpt, "splits": data.sizes, "notes": data.notes,
+            "what": PARTS[part][0], "config": result["config"], "started": time.strftime("%Y-%m-%d %H:%M:%S"), "task": data.name, "checkpoint": ckpt, "splits": data.sizes, "notes": data.notes,
             "pretraining_eval": json.loads(eval_file.read_text()) if eval_file.is_file() else None, "runs": [],
             "ceiling": "none" if args.no_minilm else
-            f"builtin:minilm, seeds {args.minilm_seeds}, lr grid {args.minilm_lr_grid}, min {args.minilm_min_steps} steps"}
-        jobs += [(part, init, data, args.seeds, base) for init in (ckpt, f"random:{ckpt}")]
-        if not args.no_minilm:
-            jobs.insert(0, (part, MINILM, data, args.minilm_seeds, ceiling))  # longest first: better packing
+            f"builtin:minilm, labels {args.minilm_sizes}, seeds {args.minilm_seeds}, lr grid {args.minilm_lr_grid}, "
+            f"min {args.minilm_min_steps} steps, {args.minilm_epochs:g} planned epochs (fewer than the tiny models: a step costs ~25x as much)"}
+        jobs += [(part, init, data, args.sizes, args.seeds, base) for init in (ckpt, f"random:{ckpt}")]
+        if not args.no_minilm:  # longest first: better packing
+            jobs.insert(0, (part, MINILM, data, args.minilm_sizes, args.minilm_seeds, ceiling))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     _run_jobs(jobs, args, result)
     result["wall_minutes"] = (time.perf_counter() - start) / 60
@@ -229,16 +239,18 @@ def _run_jobs(jobs: list[tuple], args: argparse.Namespace, result: dict[str, Any
     """Each (part, init) curve in a worker; a part's summary once its inits are all done."""
     import multiprocessing
 
+    start = time.perf_counter()
     pending = {part: sum(j[0] == part for j in jobs) for part in result["parts"]}
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_curve_job, init, data, args.sizes, seeds, base): part
-                   for part, init, data, seeds, base in jobs}
+        futures = {pool.submit(_curve_job, init, data, sizes, seeds, base): part
+                   for part, init, data, sizes, seeds, base in jobs}
         for future in as_completed(futures):
             part = futures[future]
             res = result["parts"][part]
             res["runs"] += future.result()
             pending[part] -= 1
             if not pending[part]:
+                res["wall_minutes"] = (time.perf_counter() - start) / 60
                 runs = pd.DataFrame(res["runs"])
                 res["summary"] = curve_summary(runs).to_dict("records")
                 res["random_twin_flattening"] = flattening(runs, f"random:{res['checkpoint']}")
