@@ -16,6 +16,7 @@ SentEval-style probing task (BShift) from raw text.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +39,10 @@ __all__ = [
     "LayerFeatures",
     "best_layer",
     "bigram_shift",
+    "cap_examples",
+    "gain_sentence",
+    "headline_metrics",
+    "headline_table",
     "encode_layers",
     "fit_probe",
     "layer_features",
@@ -278,6 +283,47 @@ def probe_gain(runs: pd.DataFrame, model: str, baseline: str, confidence: float 
             "layers": a.loc[seeds, "layer"].astype(int).tolist(),
             "baseline_layers": b.loc[seeds, "layer"].astype(int).tolist(),
             "gain": paired_difference(x, y, confidence)}
+
+
+def headline_metrics(gain: dict[str, Any], task: str, prefix: str = "downstream") -> dict[str, Any]:
+    """The run index's headline numbers of :func:`probe_gain`: ``downstream_accuracy``, ``..._gain_ci_low``, ..."""
+    diff = gain["gain"]
+    return {f"{prefix}_task": task, f"{prefix}_method": "linear probe (frozen encoder, layer chosen on validation)",
+            f"{prefix}_n_test": gain["n_test"], f"{prefix}_n_train": gain["n_train"], f"{prefix}_seeds": diff["n"],
+            f"{prefix}_accuracy": gain["accuracy"][0], f"{prefix}_random_accuracy": gain["baseline_accuracy"][0],
+            f"{prefix}_gain": diff["mean"], f"{prefix}_gain_ci_low": diff["low"], f"{prefix}_gain_ci_high": diff["high"],
+            f"{prefix}_verdict": diff["verdict"]}
+
+
+def gain_sentence(gain: dict[str, Any], scale: float = 100.0) -> str:
+    """The paired gain in words: a gain or loss only when its CI excludes 0, else "no measurable gain"."""
+    d = gain["gain"]
+    level = f"{d['confidence']:.0%} CI"
+    interval = (f"{level} unknown with {d['n']} seed" if math.isnan(d["low"])
+                else f"{level} {d['low'] * scale:+.1f} to {d['high'] * scale:+.1f}")
+    what = {"gain": "a measurable gain", "loss": "a measurable loss"}.get(d["verdict"], "no measurable gain")
+    return (f"{gain['model']} against {gain['baseline']}: {what}, {d['mean'] * scale:+.1f} points "
+            f"({interval}; {d['n']} seeds paired, {gain['n_test']} test examples)")
+
+
+def headline_table(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per init: the layers chosen on validation (one per seed) and their test accuracy, mean and CI."""
+    rows = []
+    for init in dict.fromkeys(runs["init"]):
+        best = best_layer(runs, init)
+        mean, low, high = mean_ci(best["test_accuracy"].tolist(), confidence)
+        rows.append({"init": init, "seeds": len(best), "layers": ", ".join(map(str, best["layer"])),
+                     "accuracy_mean": mean, "accuracy_low": low, "accuracy_high": high})
+    return pd.DataFrame(rows).set_index("init")
+
+
+def cap_examples(data: TaskData, n: int, seed: int = 0) -> TaskData:
+    """At most ``n`` examples per split, a stratified sample (0: all), for a quick check."""
+    if not n or all(len(f) <= n for f in data.splits.values()):
+        return data
+    splits = {k: f.iloc[stratified_sample(f["label"], n, seed)].reset_index(drop=True) for k, f in data.splits.items()}
+    return TaskData(data.name, splits, data.labels, data.pairs,
+                    [*data.notes, f"a stratified sample of at most {n} examples per split (seed {seed})"])
 
 
 # ------------------------------------------------------------------------------ bigram shift
