@@ -65,8 +65,8 @@ def test_fit_probe_reaches_the_optimum_and_separates_classes():
     centres = rng.normal(0, 3, (3, 8))
     y = rng.integers(0, 3, 600)
     x = torch.tensor(centres[y] + rng.normal(0, 1, (600, 8)), dtype=torch.float32)
-    predict = fit_probe(x[:400], y[:400], x[400:500], y[400:500], 3, l2_grid=(0.1,))
-    assert (predict(x[500:]) == y[500:]).mean() > 0.95
+    probe = fit_probe(x[:400], y[:400], x[400:500], y[400:500], 3, l2_grid=(0.1,))
+    assert (probe.predict(x[500:]) == y[500:]).mean() > 0.95
     # The L-BFGS solution is the optimum: the penalised loss's gradient vanishes there.
     mean, std = x[:400].double().mean(0), x[:400].double().std(0)
     z = (x[:400].double() - mean) / std
@@ -82,18 +82,18 @@ def test_fit_probe_reaches_the_optimum_and_separates_classes():
 
     opt.step(closure)
     reference = ((x[500:].double() - mean) / std @ w + b).argmax(1).numpy()
-    assert (predict(x[500:]) == reference).mean() > 0.98
-    assert predict.l2 == 0.1
+    assert (probe.predict(x[500:]) == reference).mean() > 0.98
+    assert probe.l2 == 0.1
 
 
 def test_fit_probe_picks_l2_on_validation_and_labels_without_signal_stay_at_chance():
     rng = np.random.default_rng(1)
     x = torch.tensor(rng.normal(size=(900, 50)), dtype=torch.float32)
     y = rng.integers(0, 2, 900)  # no relation to x
-    predict = fit_probe(x[:300], y[:300], x[300:600], y[300:600], 2)
-    assert abs((predict(x[600:]) == y[600:]).mean() - 0.5) < 0.08
-    assert predict.validation_accuracy == pytest.approx((predict(x[300:600]) == y[300:600]).mean())
-    assert predict.l2 in (1.0, 0.1, 1e-2, 1e-3, 1e-4)
+    probe = fit_probe(x[:300], y[:300], x[300:600], y[300:600], 2)
+    assert abs((probe.predict(x[600:]) == y[600:]).mean() - 0.5) < 0.08
+    assert probe.validation_accuracy == pytest.approx((probe.predict(x[300:600]) == y[300:600]).mean())
+    assert probe.l2 in (1.0, 0.1, 1e-2, 1e-3, 1e-4)
 
 
 def test_encode_layers_mean_pools_each_layer_without_padding(tiny):

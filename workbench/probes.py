@@ -37,6 +37,7 @@ from .train import resolve_attention
 __all__ = [
     "L2_GRID",
     "LayerFeatures",
+    "Probe",
     "best_layer",
     "bigram_shift",
     "cap_examples",
@@ -155,36 +156,41 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+@dataclass
+class Probe:
+    """A fitted linear probe: standardisation (mean, std: (H,)), weights W (H, C), b (C,), its L2 and validation accuracy."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    w: torch.Tensor
+    b: torch.Tensor
+    l2: float
+    validation_accuracy: float
+
+    def predict(self, features: torch.Tensor) -> np.ndarray:
+        """Class index per row of (N, H) features."""
+        return (((features.double() - self.mean) / self.std) @ self.w + self.b).argmax(1).numpy()
+
+
 def fit_probe(train_x: torch.Tensor, train_y: np.ndarray, val_x: torch.Tensor, val_y: np.ndarray,
-              n_classes: int, l2_grid: Sequence[float] = L2_GRID, max_iter: int = 100
-              ) -> Callable[[torch.Tensor], np.ndarray]:
-    """Fit on train for each L2 strength, keep the best on validation; returns a predict(X) -> (N,) function."""
+              n_classes: int, l2_grid: Sequence[float] = L2_GRID, max_iter: int = 100) -> Probe:
+    """Fit on train for each L2 strength (strongest first, each warm-starting the next); keep the best on validation."""
     mean, std = train_x.double().mean(0), train_x.double().std(0).clamp_min(1e-6)  # (H,) standardise on train
-
-    def scale(x: torch.Tensor) -> torch.Tensor:
-        return (x.double() - mean) / std
-
-    x, y = scale(train_x), torch.from_numpy(train_y)
-    vx, vy = scale(val_x), torch.from_numpy(val_y)
+    x, y = (train_x.double() - mean) / std, torch.from_numpy(train_y)
+    vx, vy = (val_x.double() - mean) / std, torch.from_numpy(val_y)
     w = torch.zeros((x.shape[1], n_classes), dtype=torch.float64, requires_grad=True)
     b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
-    best: tuple[float, torch.Tensor, torch.Tensor, float] | None = None
+    best: Probe | None = None
     with _one_thread():
-        for l2 in sorted(l2_grid, reverse=True):  # strongest first; each warm-starts the next
+        for l2 in sorted(l2_grid, reverse=True):
             _fit(x, y, w, b, l2, max_iter)
             with torch.no_grad():
                 acc = float(((vx @ w + b).argmax(1) == vy).double().mean())
-            if best is None or acc > best[0]:
-                best = (acc, w.detach().clone(), b.detach().clone(), l2)
-    assert best is not None
-    _, w, b, l2 = best
-
-    def predict(features: torch.Tensor) -> np.ndarray:
-        return (scale(features) @ w + b).argmax(1).numpy()
-
-    predict.l2 = l2  # type: ignore[attr-defined]
-    predict.validation_accuracy = best[0]  # type: ignore[attr-defined]
-    return predict
+            if best is None or acc > best.validation_accuracy:  # ties: the stronger penalty
+                best = Probe(mean, std, w.detach().clone(), b.detach().clone(), l2, acc)
+    if best is None:
+        raise WorkbenchError("l2_grid is empty; pass one L2 strength or more, e.g. (1.0, 0.1, 0.01)")
+    return best
 
 
 def probe_layers(features: LayerFeatures, n_classes: int, train_rows: np.ndarray | None = None,
@@ -195,11 +201,11 @@ def probe_layers(features: LayerFeatures, n_classes: int, train_rows: np.ndarray
     scored = {s: features.labels[s] >= 0 for s in ("validation", "test")}  # labels never seen in training: left out
     for layer in range(features.n_layers):
         x = {s: features.splits[s][layer] for s in ("train", "validation", "test")}
-        predict = fit_probe(x["train"][tr], features.labels["train"][tr], x["validation"][scored["validation"]],
-                            features.labels["validation"][scored["validation"]], n_classes, l2_grid)
+        probe = fit_probe(x["train"][tr], features.labels["train"][tr], x["validation"][scored["validation"]],
+                          features.labels["validation"][scored["validation"]], n_classes, l2_grid)
         test_y = features.labels["test"][scored["test"]]
-        rows.append({"layer": layer, "l2": predict.l2, "validation_accuracy": predict.validation_accuracy,
-                     "test_accuracy": float((predict(x["test"][scored["test"]]) == test_y).mean())})
+        rows.append({"layer": layer, "l2": probe.l2, "validation_accuracy": probe.validation_accuracy,
+                     "test_accuracy": float((probe.predict(x["test"][scored["test"]]) == test_y).mean())})
     return pd.DataFrame(rows)
 
 
