@@ -15,6 +15,7 @@ from workbench.config import (
     DataConfig,
     FinetuneConfig,
     MaskingConfig,
+    ProbeConfig,
     TrainConfig,
     config_fields,
 )
@@ -26,7 +27,7 @@ CONFIGS = {
     "01_data_inspection": (DataConfig, MaskingConfig),
     "02_pretraining": (DataConfig, MaskingConfig, TrainConfig),
     "03_attention": (AttentionConfig,),
-    "04_finetuning": (FinetuneConfig,),
+    "04_finetuning": (FinetuneConfig, ProbeConfig),
 }
 ALIASES = {"out_dir": "out"}
 

@@ -12,13 +12,18 @@ import torch.nn.functional as F
 from transformers import BertForPreTraining
 
 from workbench import plots
+from workbench.config import ProbeConfig
 from workbench.downstream import topic_task
 from workbench.errors import WorkbenchError
 from workbench.model import preset_config
 from workbench.probes import (
     bigram_shift,
+    cap_examples,
     encode_layers,
     fit_probe,
+    gain_sentence,
+    headline_metrics,
+    headline_table,
     load_encoder,
     probe_gain,
     probe_models,
@@ -60,8 +65,8 @@ def test_fit_probe_reaches_the_optimum_and_separates_classes():
     centres = rng.normal(0, 3, (3, 8))
     y = rng.integers(0, 3, 600)
     x = torch.tensor(centres[y] + rng.normal(0, 1, (600, 8)), dtype=torch.float32)
-    predict = fit_probe(x[:400], y[:400], x[400:500], y[400:500], 3, l2_grid=(0.1,))
-    assert (predict(x[500:]) == y[500:]).mean() > 0.95
+    probe = fit_probe(x[:400], y[:400], x[400:500], y[400:500], 3, l2_grid=(0.1,))
+    assert (probe.predict(x[500:]) == y[500:]).mean() > 0.95
     # The L-BFGS solution is the optimum: the penalised loss's gradient vanishes there.
     mean, std = x[:400].double().mean(0), x[:400].double().std(0)
     z = (x[:400].double() - mean) / std
@@ -77,18 +82,18 @@ def test_fit_probe_reaches_the_optimum_and_separates_classes():
 
     opt.step(closure)
     reference = ((x[500:].double() - mean) / std @ w + b).argmax(1).numpy()
-    assert (predict(x[500:]) == reference).mean() > 0.98
-    assert predict.l2 == 0.1
+    assert (probe.predict(x[500:]) == reference).mean() > 0.98
+    assert probe.l2 == 0.1
 
 
 def test_fit_probe_picks_l2_on_validation_and_labels_without_signal_stay_at_chance():
     rng = np.random.default_rng(1)
     x = torch.tensor(rng.normal(size=(900, 50)), dtype=torch.float32)
     y = rng.integers(0, 2, 900)  # no relation to x
-    predict = fit_probe(x[:300], y[:300], x[300:600], y[300:600], 2)
-    assert abs((predict(x[600:]) == y[600:]).mean() - 0.5) < 0.08
-    assert predict.validation_accuracy == pytest.approx((predict(x[300:600]) == y[300:600]).mean())
-    assert predict.l2 in (1.0, 0.1, 1e-2, 1e-3, 1e-4)
+    probe = fit_probe(x[:300], y[:300], x[300:600], y[300:600], 2)
+    assert abs((probe.predict(x[600:]) == y[600:]).mean() - 0.5) < 0.08
+    assert probe.validation_accuracy == pytest.approx((probe.predict(x[300:600]) == y[300:600]).mean())
+    assert probe.l2 in (1.0, 0.1, 1e-2, 1e-3, 1e-4)
 
 
 def test_encode_layers_mean_pools_each_layer_without_padding(tiny):
@@ -155,6 +160,34 @@ def test_probe_gain_picks_the_layer_on_validation_and_pairs_by_seed():
     assert row["seeds"] == 3 and row["accuracy_mean"] == pytest.approx(0.99)
     with pytest.raises(WorkbenchError, match="no probe runs"):
         probe_gain(runs, "ckpt", "nothing")
+    metrics = headline_metrics(result, "builtin:wikipedia-topics")
+    assert metrics["downstream_gain"] == pytest.approx(0.2) and metrics["downstream_n_test"] == 531
+    assert metrics["downstream_accuracy"] == pytest.approx(0.82) and metrics["downstream_random_accuracy"] == pytest.approx(0.62)
+    assert metrics["downstream_gain_ci_low"] == result["gain"]["low"] > 0 and metrics["downstream_n_train"] == 100
+    assert "a measurable gain, +20.0 points" in gain_sentence(result)
+    table = headline_table(runs)
+    assert table.loc["ckpt", "layers"] == "1, 1, 1" and table.loc["twin", "accuracy_mean"] == pytest.approx(0.62)
+
+
+def test_a_ci_that_contains_zero_reads_no_measurable_gain():
+    runs = pd.DataFrame([{"init": init, "seed": seed, "layer": 0, "validation_accuracy": 0.5, "test_accuracy": acc,
+                          "n_train": 50, "n_test": 500}
+                         for init, accs in (("ckpt", (0.70, 0.60, 0.66)), ("twin", (0.62, 0.64, 0.63)))
+                         for seed, acc in enumerate(accs)])
+    result = probe_gain(runs, "ckpt", "twin")
+    assert result["gain"]["low"] < 0 < result["gain"]["high"]
+    assert "no measurable gain" in gain_sentence(result)
+    assert headline_metrics(result, "t")["downstream_verdict"] == "no measurable difference"
+
+
+def test_cap_examples_and_probe_config(topics):
+    capped = cap_examples(topics, 30)
+    assert all(len(f) == 30 for f in capped.splits.values()) and set(capped.splits["test"]["label"]) == set(topics.labels)
+    assert cap_examples(topics, 0) is topics
+    assert ProbeConfig().probe_seeds == 3
+    for bad in ({"probe_seeds": 0}, {"probe_max_examples": -1}, {"probe_max_length": 4}, {"bshift_examples": -1}):
+        with pytest.raises(WorkbenchError, match=next(iter(bad))):
+            ProbeConfig(**bad)
 
 
 def test_probe_models_on_a_checkpoint_and_its_twin(tiny, topics):

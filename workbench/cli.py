@@ -131,8 +131,12 @@ def _heads_run(cfg: AttentionConfig, model: Any) -> dict[str, Any]:
 
 # The demo is the notebook sequence on its defaults, with the default pretraining run of
 # `workbench pretrain` (tiny, 3,500 steps: ~10 of the ~12 minutes on 2 cores) instead of nbval's
-# quick one, so the checkpoint that 03 and 04 analyse has learned MLM and NSP.
-DEMO_PARAMS = {"max_steps": TrainConfig.max_steps, "eval_every": TrainConfig.eval_every}
+# quick one, so the checkpoint that 03 and 04 analyse has learned MLM and NSP. 02 keeps every
+# 500th checkpoint for 04's curve over pretraining, and 04 probes the whole held-out task
+# (>= 500 test passages) where nbval probes a sample.
+DEMO_PARAMS = {"max_steps": TrainConfig.max_steps, "eval_every": TrainConfig.eval_every,
+               "save_every": TrainConfig.save_every, "keep_every": TrainConfig.save_every,
+               "probe_max_examples": 0, "bshift_examples": 1000}
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 

@@ -178,7 +178,7 @@ class TrainConfig:
     keep_checkpoints: int = _help("Keep the last this many checkpoints.", 2)
     keep_every: int = _help(
         "Also keep every checkpoint whose step is a multiple of this (0 = none), for curves over pretraining "
-        "(workbench.progression); a multiple of save_every.", 0)
+        "(workbench.progression); checkpoints are written every save_every steps, so keep_every = save_every keeps all.", 0)
     log_every: int = _help("Append training metrics to metrics.jsonl and call callbacks every this many steps.", 1)
     report_to: str = _help("Experiment trackers, a comma list of tensorboard, wandb, mlflow, or `none`; they log under --out "
                            "(wandb and mlflow are optional extras: pip install 'workbench[wandb]').", "tensorboard")
@@ -207,9 +207,6 @@ class TrainConfig:
         _check(self.eval_batch_size >= 1, f"eval_batch_size {self.eval_batch_size} must be 1 or more")
         _check(self.keep_checkpoints >= 1, f"keep_checkpoints {self.keep_checkpoints} must be 1 or more")
         _check(self.keep_every >= 0, f"keep_every {self.keep_every} must be 0 (none) or more")
-        _check(not self.keep_every or (self.save_every and self.keep_every % self.save_every == 0),
-               f"keep_every {self.keep_every} must be a multiple of save_every {self.save_every} (checkpoints are "
-               "only written every save_every steps); e.g. --save-every 500 --keep-every 500")
         _check(self.log_every >= 1, f"log_every {self.log_every} must be 1 or more")
         _check(not (self.resume and self.overwrite), "--resume and --overwrite contradict each other; pass one")
         _check_report_to(self.report_to)
@@ -246,6 +243,8 @@ class ProbeConfig:
 
     probe_seeds: int = _help("Seeds 0..N-1: each draws the labelled sample and a fresh random twin; 3 or more for a CI.", 3)
     probe_train_size: int = _help("Labelled examples per probe, a stratified sample per seed (0 = the whole train split).", 0)
+    probe_max_examples: int = _help("Probe on at most this many examples per split, a stratified sample (0 = all; "
+                                    "a smaller number makes a quick check).", 0)
     probe_max_length: int = _help("Tokens per text when encoding features for the probes.", 128)
     probe_batch_size: int = _help("Texts per encoder batch when computing features.", 64)
     bshift_examples: int = _help("Bigram-shift probe: at most this many sentences per split (0 = skip the probe).", 2000)
@@ -254,6 +253,7 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         _check(self.probe_seeds >= 1, f"probe_seeds {self.probe_seeds} must be 1 or more (3 or more for a CI)")
         _check(self.probe_train_size >= 0, f"probe_train_size {self.probe_train_size} must be 0 (all) or more")
+        _check(self.probe_max_examples >= 0, f"probe_max_examples {self.probe_max_examples} must be 0 (all) or more")
         _check(8 <= self.probe_max_length <= 512, f"probe_max_length {self.probe_max_length} must be in [8, 512]")
         _check(self.probe_batch_size >= 1, f"probe_batch_size {self.probe_batch_size} must be 1 or more")
         _check(self.bshift_examples >= 0, f"bshift_examples {self.bshift_examples} must be 0 (skip) or more")

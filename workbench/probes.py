@@ -16,6 +16,7 @@ SentEval-style probing task (BShift) from raw text.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,8 +37,13 @@ from .train import resolve_attention
 __all__ = [
     "L2_GRID",
     "LayerFeatures",
+    "Probe",
     "best_layer",
     "bigram_shift",
+    "cap_examples",
+    "gain_sentence",
+    "headline_metrics",
+    "headline_table",
     "encode_layers",
     "fit_probe",
     "layer_features",
@@ -150,36 +156,41 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+@dataclass
+class Probe:
+    """A fitted linear probe: standardisation (mean, std: (H,)), weights W (H, C), b (C,), its L2 and validation accuracy."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    w: torch.Tensor
+    b: torch.Tensor
+    l2: float
+    validation_accuracy: float
+
+    def predict(self, features: torch.Tensor) -> np.ndarray:
+        """Class index per row of (N, H) features."""
+        return (((features.double() - self.mean) / self.std) @ self.w + self.b).argmax(1).numpy()
+
+
 def fit_probe(train_x: torch.Tensor, train_y: np.ndarray, val_x: torch.Tensor, val_y: np.ndarray,
-              n_classes: int, l2_grid: Sequence[float] = L2_GRID, max_iter: int = 100
-              ) -> Callable[[torch.Tensor], np.ndarray]:
-    """Fit on train for each L2 strength, keep the best on validation; returns a predict(X) -> (N,) function."""
+              n_classes: int, l2_grid: Sequence[float] = L2_GRID, max_iter: int = 100) -> Probe:
+    """Fit on train for each L2 strength (strongest first, each warm-starting the next); keep the best on validation."""
     mean, std = train_x.double().mean(0), train_x.double().std(0).clamp_min(1e-6)  # (H,) standardise on train
-
-    def scale(x: torch.Tensor) -> torch.Tensor:
-        return (x.double() - mean) / std
-
-    x, y = scale(train_x), torch.from_numpy(train_y)
-    vx, vy = scale(val_x), torch.from_numpy(val_y)
+    x, y = (train_x.double() - mean) / std, torch.from_numpy(train_y)
+    vx, vy = (val_x.double() - mean) / std, torch.from_numpy(val_y)
     w = torch.zeros((x.shape[1], n_classes), dtype=torch.float64, requires_grad=True)
     b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
-    best: tuple[float, torch.Tensor, torch.Tensor, float] | None = None
+    best: Probe | None = None
     with _one_thread():
-        for l2 in sorted(l2_grid, reverse=True):  # strongest first; each warm-starts the next
+        for l2 in sorted(l2_grid, reverse=True):
             _fit(x, y, w, b, l2, max_iter)
             with torch.no_grad():
                 acc = float(((vx @ w + b).argmax(1) == vy).double().mean())
-            if best is None or acc > best[0]:
-                best = (acc, w.detach().clone(), b.detach().clone(), l2)
-    assert best is not None
-    _, w, b, l2 = best
-
-    def predict(features: torch.Tensor) -> np.ndarray:
-        return (scale(features) @ w + b).argmax(1).numpy()
-
-    predict.l2 = l2  # type: ignore[attr-defined]
-    predict.validation_accuracy = best[0]  # type: ignore[attr-defined]
-    return predict
+            if best is None or acc > best.validation_accuracy:  # ties: the stronger penalty
+                best = Probe(mean, std, w.detach().clone(), b.detach().clone(), l2, acc)
+    if best is None:
+        raise WorkbenchError("l2_grid is empty; pass one L2 strength or more, e.g. (1.0, 0.1, 0.01)")
+    return best
 
 
 def probe_layers(features: LayerFeatures, n_classes: int, train_rows: np.ndarray | None = None,
@@ -190,11 +201,11 @@ def probe_layers(features: LayerFeatures, n_classes: int, train_rows: np.ndarray
     scored = {s: features.labels[s] >= 0 for s in ("validation", "test")}  # labels never seen in training: left out
     for layer in range(features.n_layers):
         x = {s: features.splits[s][layer] for s in ("train", "validation", "test")}
-        predict = fit_probe(x["train"][tr], features.labels["train"][tr], x["validation"][scored["validation"]],
-                            features.labels["validation"][scored["validation"]], n_classes, l2_grid)
+        probe = fit_probe(x["train"][tr], features.labels["train"][tr], x["validation"][scored["validation"]],
+                          features.labels["validation"][scored["validation"]], n_classes, l2_grid)
         test_y = features.labels["test"][scored["test"]]
-        rows.append({"layer": layer, "l2": predict.l2, "validation_accuracy": predict.validation_accuracy,
-                     "test_accuracy": float((predict(x["test"][scored["test"]]) == test_y).mean())})
+        rows.append({"layer": layer, "l2": probe.l2, "validation_accuracy": probe.validation_accuracy,
+                     "test_accuracy": float((probe.predict(x["test"][scored["test"]]) == test_y).mean())})
     return pd.DataFrame(rows)
 
 
@@ -278,6 +289,47 @@ def probe_gain(runs: pd.DataFrame, model: str, baseline: str, confidence: float 
             "layers": a.loc[seeds, "layer"].astype(int).tolist(),
             "baseline_layers": b.loc[seeds, "layer"].astype(int).tolist(),
             "gain": paired_difference(x, y, confidence)}
+
+
+def headline_metrics(gain: dict[str, Any], task: str, prefix: str = "downstream") -> dict[str, Any]:
+    """The run index's headline numbers of :func:`probe_gain`: ``downstream_accuracy``, ``..._gain_ci_low``, ..."""
+    diff = gain["gain"]
+    return {f"{prefix}_task": task, f"{prefix}_method": "linear probe (frozen encoder, layer chosen on validation)",
+            f"{prefix}_n_test": gain["n_test"], f"{prefix}_n_train": gain["n_train"], f"{prefix}_seeds": diff["n"],
+            f"{prefix}_accuracy": gain["accuracy"][0], f"{prefix}_random_accuracy": gain["baseline_accuracy"][0],
+            f"{prefix}_gain": diff["mean"], f"{prefix}_gain_ci_low": diff["low"], f"{prefix}_gain_ci_high": diff["high"],
+            f"{prefix}_verdict": diff["verdict"]}
+
+
+def gain_sentence(gain: dict[str, Any], scale: float = 100.0) -> str:
+    """The paired gain in words: a gain or loss only when its CI excludes 0, else "no measurable gain"."""
+    d = gain["gain"]
+    level = f"{d['confidence']:.0%} CI"
+    interval = (f"{level} unknown with {d['n']} seed" if math.isnan(d["low"])
+                else f"{level} {d['low'] * scale:+.1f} to {d['high'] * scale:+.1f}")
+    what = {"gain": "a measurable gain", "loss": "a measurable loss"}.get(d["verdict"], "no measurable gain")
+    return (f"{gain['model']} against {gain['baseline']}: {what}, {d['mean'] * scale:+.1f} points "
+            f"({interval}; {d['n']} seeds paired, {gain['n_test']} test examples)")
+
+
+def headline_table(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per init: the layers chosen on validation (one per seed) and their test accuracy, mean and CI."""
+    rows = []
+    for init in dict.fromkeys(runs["init"]):
+        best = best_layer(runs, init)
+        mean, low, high = mean_ci(best["test_accuracy"].tolist(), confidence)
+        rows.append({"init": init, "seeds": len(best), "layers": ", ".join(map(str, best["layer"])),
+                     "accuracy_mean": mean, "accuracy_low": low, "accuracy_high": high})
+    return pd.DataFrame(rows).set_index("init")
+
+
+def cap_examples(data: TaskData, n: int, seed: int = 0) -> TaskData:
+    """At most ``n`` examples per split, a stratified sample (0: all), for a quick check."""
+    if not n or all(len(f) <= n for f in data.splits.values()):
+        return data
+    splits = {k: f.iloc[stratified_sample(f["label"], n, seed)].reset_index(drop=True) for k, f in data.splits.items()}
+    return TaskData(data.name, splits, data.labels, data.pairs,
+                    [*data.notes, f"a stratified sample of at most {n} examples per split (seed {seed})"])
 
 
 # ------------------------------------------------------------------------------ bigram shift
