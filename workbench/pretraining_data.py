@@ -637,7 +637,7 @@ def _build(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, tmp: Path) -> di
             features=EXAMPLE_FEATURES, writer_batch_size=256,
             cache_file_name=str(shards_dir / f"{split}-examples.arrow"),
             desc=f"building {split} {cfg.objective} examples",
-        )
+        ).with_format(None)  # arrow in, python rows out: the saved dataset must not keep the build's format
     ds = DatasetDict(splits)
     stats = _summarise(ds, counts, cfg)
     # An empty split saved in "auto" shards cannot be loaded back (datasets 5): give it one shard.
