@@ -14,6 +14,7 @@ from workbench.config import DataConfig, TrainConfig
 from workbench.downstream import load_downstream_task
 from workbench.errors import WorkbenchError
 from workbench.finetune import TaskData, stratified_sample
+from workbench.outputs import OutputDir
 from workbench.pretraining_data import prepare_dataset
 from workbench.progression import by_step, run_evals
 from workbench.train import pretrain
@@ -52,14 +53,15 @@ def task(run) -> TaskData:
 
 
 def test_prune_keeps_the_newest_and_every_kth(tmp_path):
+    owner = OutputDir.open(tmp_path, "pretrain")  # pruning deletes only checkpoints the workbench wrote
     for step in (3, 6, 9, 12, 15):
-        (tmp_path / f"checkpoint-{step}").mkdir()
-        (tmp_path / f"checkpoint-{step}" / TRAINING_STATE).write_bytes(b"")
+        owner.replace_dir(f"checkpoint-{step}", lambda d: (d / TRAINING_STATE).write_bytes(b""))
     deleted = prune_checkpoints(tmp_path, keep=1, keep_every=6)
     assert sorted(p.name for p in deleted) == ["checkpoint-3", "checkpoint-9"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-12", "checkpoint-15", "checkpoint-6"]
+    kept = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert kept == ["checkpoint-12", "checkpoint-15", "checkpoint-6"]
     assert prune_checkpoints(tmp_path, keep=1) != []  # keep_every 0: only the newest stays
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-15"]
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["checkpoint-15"]
 
 
 def test_keep_every_is_validated():

@@ -244,7 +244,8 @@ def test_figures_folder_and_provenance_block(main_run):
     import plotly.io as pio
 
     _, run_dir, run = main_run
-    assert run["figures"] == "figures/index.html" and run["notebooks"][0]["figures"] == ["01_data-1.json", "01_data-1.html"]
+    # .svg/.png come too where kaleido and chromium can draw them
+    assert run["figures"] == "figures/index.html" and run["notebooks"][0]["figures"][:2] == ["01_data-1.json", "01_data-1.html"]
     fig = pio.read_json(run_dir / "figures" / "01_data-1.json")
     assert fig.data[0].name == "TRACE_01" and list(fig.data[0].y) == [7.25, 8.5, 9.75]
     standalone = (run_dir / "figures" / "01_data-1.html").read_text()
