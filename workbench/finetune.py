@@ -42,7 +42,7 @@ from .builtin import resolve_pretrained
 from .checkpoint import latest_checkpoint, write_json_atomic
 from .config import FinetuneConfig
 from .data import builtin_rt_polarity_path, delimited_rows
-from .errors import WorkbenchError
+from .errors import WorkbenchError, pickle_refusal
 from .tokenizer import load_tokenizer
 from .train import lr_multiplier, resolve_attention, resolve_precision
 
@@ -380,8 +380,9 @@ def load_classifier(spec: str, labels: Sequence[str], init: str = "pretrained", 
                 path, config=config, attn_implementation="sdpa", dtype=torch.float32, output_loading_info=True)
             new = sorted({k.rsplit(".", 1)[0] for k in info["missing_keys"]})
     except Exception as exc:
-        raise WorkbenchError(f"could not load --model {spec!r}: {_one_line(exc)}; "
-                             "pass a BERT checkpoint dir or builtin:minilm") from None
+        refusal = pickle_refusal(exc, f"--model {spec!r}", path)
+        raise refusal or WorkbenchError(f"could not load --model {spec!r}: {_one_line(exc)}; "
+                                        "pass a BERT checkpoint dir or builtin:minilm") from None
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
