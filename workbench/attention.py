@@ -25,7 +25,7 @@ from scipy.special import xlogy
 
 from .builtin import resolve_pretrained
 from .config import AttentionConfig
-from .errors import WorkbenchError
+from .errors import WorkbenchError, pickle_refusal
 
 __all__ = [
     "STAT_COLUMNS",
@@ -92,7 +92,8 @@ def load_attention_model(spec: str, device: str | None = None) -> tuple[Any, Any
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as exc:  # any load failure here is a problem with the spec the user gave
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise WorkbenchError(
+        refusal = pickle_refusal(exc, f"model {spec!r}", path)
+        raise refusal or WorkbenchError(
             f"cannot load model {spec!r} ({reason}); pass a local checkpoint dir, a cached hub "
             "name, or builtin:minilm"
         ) from None
@@ -453,7 +454,8 @@ def load_ablation_model(spec: str, device: str | None = None) -> tuple[Any, Any,
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise WorkbenchError(f"cannot load model {spec!r} ({reason}); pass a checkpoint dir or builtin:minilm") from None
+        refusal = pickle_refusal(exc, f"model {spec!r}", path)
+        raise refusal or WorkbenchError(f"cannot load model {spec!r} ({reason}); pass a checkpoint dir or builtin:minilm") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     # An encoder-only checkpoint (builtin:minilm) gets a freshly initialised MLM head: its loss

@@ -34,8 +34,9 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, dest_prefix: str
     for name, f in config_fields(cls).items():
         flag = "--" + name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
-        kwargs: dict[str, Any] = {"dest": dest_prefix + name, "default": None,
-                                  "help": f"{f.metadata.get('help', '')} (default: {default})"}
+        # argparse %-formats help text (for %(default)s): a literal "46% IsNext" must be "%%".
+        text = f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": dest_prefix + name, "default": None, "help": text}
         if hints[name] is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:

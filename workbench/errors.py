@@ -1,9 +1,39 @@
-"""The one exception type the CLI turns into a one-line message and a non-zero exit."""
+"""The one exception type the CLI turns into a one-line message and a non-zero exit, and the
+refusal every model loader gives for a checkpoint that is an unsafe pickle."""
 
 from __future__ import annotations
 
-__all__ = ["WorkbenchError"]
+import pickle
+import re
+from pathlib import Path
+
+__all__ = ["WorkbenchError", "pickle_refusal"]
+
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 class WorkbenchError(Exception):
     """A problem with the user's input: the message names the problem and the fix, in one line."""
+
+
+def pickle_refusal(exc: BaseException, what: str, path: str | Path) -> WorkbenchError | None:
+    """The refusal for a checkpoint whose weights torch will not unpickle safely, or None for another error.
+
+    torch's own message ends by suggesting ``weights_only=False``, i.e. running the pickle's
+    code; the workbench never does, so it says so and offers the safe fix instead.
+    """
+    text = str(exc)
+    if not isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" not in text:
+        return None
+    local = Path(path).expanduser()
+    pickles = sorted(p for p in local.iterdir() if p.suffix in _PICKLE_SUFFIXES) if local.is_dir() else []
+    file = pickles[0] if pickles else local
+    needs = _GLOBAL.search(text)
+    held = f"Python objects such as {needs.group(1)}" if needs else "Python objects"
+    return WorkbenchError(
+        f"refusing to load {what}: its weights '{file}' are a pickle holding {held}, not only "
+        "tensors, and unpickling it could run arbitrary code; re-save the model as safetensors "
+        "where you trust it (model.save_pretrained(DIR) writes model.safetensors), or pass another "
+        "checkpoint"
+    )

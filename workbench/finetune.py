@@ -42,7 +42,7 @@ from .builtin import resolve_pretrained
 from .checkpoint import check_model_checkpoint, latest_checkpoint
 from .config import FinetuneConfig, parse_lr_grid
 from .data import builtin_rt_polarity_path, delimited_rows
-from .errors import WorkbenchError
+from .errors import WorkbenchError, pickle_refusal
 from .outputs import OutputDir
 from .provenance import collect as collect_provenance
 from .stats import mean_ci, paired_difference
@@ -392,8 +392,9 @@ def load_classifier(spec: str, labels: Sequence[str], init: str = "pretrained", 
                 path, config=config, attn_implementation="sdpa", dtype=torch.float32, output_loading_info=True)
             new = sorted({k.rsplit(".", 1)[0] for k in info["missing_keys"]})
     except Exception as exc:
-        raise WorkbenchError(f"could not load --model {spec!r}: {_one_line(exc)}; "
-                             "pass a BERT checkpoint dir or builtin:minilm") from None
+        refusal = pickle_refusal(exc, f"--model {spec!r}", path)
+        raise refusal or WorkbenchError(f"could not load --model {spec!r}: {_one_line(exc)}; "
+                                        "pass a BERT checkpoint dir or builtin:minilm") from None
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:

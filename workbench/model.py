@@ -29,7 +29,7 @@ from transformers.models.bert.modeling_bert import eager_attention_forward
 from transformers.utils import logging as hf_logging
 
 from .builtin import resolve_pretrained
-from .errors import WorkbenchError
+from .errors import WorkbenchError, pickle_refusal
 
 __all__ = [
     "PRESETS",
@@ -118,7 +118,8 @@ def build_model(preset: str, tokenizer: PreTrainedTokenizerBase, init: str | Non
             )
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise WorkbenchError(f"could not load --init {init!r}: {reason}; pass a BERT checkpoint dir or builtin:minilm") from None
+        refusal = pickle_refusal(exc, f"--init {init!r}", path)
+        raise refusal or WorkbenchError(f"could not load --init {init!r}: {reason}; pass a BERT checkpoint dir or builtin:minilm") from None
     model.config.architectures = ["BertForPreTraining"]
     tied = set(getattr(model, "_tied_weights_keys", None) or {})  # decoder: shares loaded/new tensors
     new = sorted(k for k in info["missing_keys"] if k not in tied)

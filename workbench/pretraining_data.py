@@ -16,6 +16,7 @@ under a key of corpus, tokenizer and settings.
 
 from __future__ import annotations
 
+import array
 import hashlib
 import itertools
 import json
@@ -312,9 +313,10 @@ def _mlm_table(tokens: np.ndarray, doc_lengths: np.ndarray, ids: Seq[int], max_n
         "a_doc": first_doc, "a_end": np.full(n, -1, np.int64), "b_doc": np.full(n, -1, np.int64),
         "b_start": np.full(n, -1, np.int64),
     }, schema=EXAMPLE_FEATURES.arrow_schema)
-    order = list(range(n * dupe_factor))
+    # The draws of _Columns.shuffled, on 8-byte ints rather than a list of Python ints (36 bytes).
+    order = array.array("q", range(n * dupe_factor))
     rng.shuffle(order)
-    return single.take(np.asarray(order, dtype=np.int64) % max(n, 1))  # copies are the same rows
+    return single.take(np.frombuffer(order, dtype=np.int64) % max(n, 1))  # copies are the same rows
 
 
 def build_examples(docs: Seq[Doc], doc_ids: Seq[int], *, objective: str,
