@@ -251,7 +251,9 @@ def test_figures_folder_and_provenance_block(main_run):
     standalone = (run_dir / "figures" / "01_data-1.html").read_text()
     assert re.search(r'<script[^>]* src="plotly.min.js"', standalone) and (run_dir / "figures" / "plotly.min.js").stat().st_size > 1e6
     listing = (run_dir / "figures" / "index.html").read_text()
-    assert 'href="01_data-1.json"' in listing and "kaleido" in listing  # SVG/PNG skipped, with the reason
+    drawn = (run_dir / "figures" / "01_data-1.svg").is_file()
+    # SVG/PNG linked where kaleido drew them, else skipped with the reason
+    assert 'href="01_data-1.json"' in listing and ('href="01_data-1.svg"' in listing if drawn else "kaleido" in listing)
     page = (run_dir / "index.html").read_text()
     assert 'href="figures/index.html"' in page
     prov = run["provenance"]
