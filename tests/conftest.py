@@ -11,6 +11,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from workbench.data import iter_documents  # noqa: E402
 from workbench.tokenizer import load_tokenizer  # noqa: E402
@@ -38,3 +39,28 @@ def wiki_token_docs(wiki_documents, minilm_tokenizer) -> list[list[list[int]]]:
         docs.append([ids for ids in enc[k:k + len(doc)] if ids])
         k += len(doc)
     return docs
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny models: as fast, and no thread barrier stalls on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_bert(tmp_path, minilm_tokenizer):
+    """A random 2-layer, 64-wide BertForPreTraining with the MiniLM tokenizer, saved to tmp_path/tiny."""
+    from transformers import BertForPreTraining
+
+    from workbench.model import preset_config
+
+    torch.manual_seed(0)
+    model = tmp_path / "tiny"
+    config = preset_config("tiny", len(minilm_tokenizer), int(minilm_tokenizer.pad_token_id),
+                           hidden_size=64, intermediate_size=256, num_attention_heads=2)
+    BertForPreTraining(config).save_pretrained(model)
+    minilm_tokenizer.save_pretrained(model)
+    return model

@@ -6,7 +6,6 @@ import math
 
 import pandas as pd
 import pytest
-import torch
 
 from tests.test_finetune import _tiny
 from workbench.config import FinetuneConfig
@@ -16,13 +15,7 @@ from workbench.errors import WorkbenchError
 from workbench.finetune import _choose_lr, curve_summary, learning_curve, lr_grid
 from workbench.tokenizer import load_tokenizer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is as fast and does not stall on a shared machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread (conftest)
 
 
 @pytest.fixture(scope="module")

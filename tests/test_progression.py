@@ -19,14 +19,7 @@ from workbench.pretraining_data import prepare_dataset
 from workbench.progression import by_step, run_evals
 from workbench.train import pretrain
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is as fast, and another job on the cores cannot stall a thread barrier."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -68,20 +68,12 @@ def test_collect_never_raises_and_is_fast(monkeypatch):
     assert time.perf_counter() - start < 0.2
 
 
-def test_heads_writes_run_json_with_every_provenance_field(minilm_tokenizer, wiki_documents, tmp_path):
+def test_heads_writes_run_json_with_every_provenance_field(tiny_bert, wiki_documents, tmp_path):
     import json
 
-    from transformers import BertForPreTraining
-
     from workbench import cli
-    from workbench.model import preset_config
 
-    torch.manual_seed(0)
-    model = tmp_path / "tiny"
-    config = preset_config("tiny", len(minilm_tokenizer), int(minilm_tokenizer.pad_token_id),
-                           hidden_size=64, intermediate_size=256, num_attention_heads=2)
-    BertForPreTraining(config).save_pretrained(model)
-    minilm_tokenizer.save_pretrained(model)
+    model = tiny_bert
     corpus = tmp_path / "corpus.txt"  # four real documents, a blank line between them
     corpus.write_text("\n\n".join(" ".join(doc[:6]) for doc in wiki_documents[:4]) + "\n")
     out = tmp_path / "heads"

@@ -6,14 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import BertForPreTraining
 
 from workbench import provenance, trackers
 from workbench.config import DataConfig, FinetuneConfig, MaskingConfig, TrainConfig
 from workbench.errors import WorkbenchError
 from workbench.finetune import finetune
-from workbench.model import preset_config
 from workbench.pretraining_data import prepare_dataset
 from workbench.train import pretrain
 
@@ -76,22 +73,8 @@ def test_tensorboard_event_files_hold_train_and_eval_scalars_and_run_json_proven
     assert record["git_commit"] == provenance.git_state()[0]
 
 
-@pytest.fixture
-def one_thread():
-    """A tiny model: one thread is as fast, and another job on the cores cannot stall a thread barrier."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_finetune_logs_train_eval_and_test_scalars_and_provenance(minilm_tokenizer, tmp_path, one_thread):
-    torch.manual_seed(0)
-    model = tmp_path / "tiny"
-    config = preset_config("tiny", len(minilm_tokenizer), int(minilm_tokenizer.pad_token_id),
-                           hidden_size=64, intermediate_size=256, num_attention_heads=2)
-    BertForPreTraining(config).save_pretrained(model)
-    minilm_tokenizer.save_pretrained(model)
+def test_finetune_logs_train_eval_and_test_scalars_and_provenance(tiny_bert, tmp_path, one_thread):
+    model = tiny_bert
     seen: list[dict] = []
     out = tmp_path / "ft"
     result = finetune(FinetuneConfig(model=str(model), task="builtin:rt-polarity", out=str(out), max_steps=6,

@@ -37,6 +37,7 @@ __all__ = [
     "OutputDir",
     "check_out_path",
     "is_workbench_temp",
+    "read_json_object",
     "write_json_atomic",
     "write_text_atomic",
 ]
@@ -70,6 +71,15 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON atomically (see :func:`write_text_atomic`)."""
     write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def read_json_object(path: str | Path) -> dict[str, Any] | None:
+    """A JSON file's object, or None if it is missing, unreadable or not an object."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def check_out_path(path: str | Path, flag: str = "--out") -> Path:

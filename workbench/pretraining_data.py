@@ -39,7 +39,7 @@ from transformers import PreTrainedTokenizerBase
 from .config import DataConfig
 from .data import CorpusReport, iter_documents, source_fingerprint
 from .errors import WorkbenchError
-from .outputs import MANIFEST, OutputDir
+from .outputs import MANIFEST, OutputDir, read_json_object
 from .tokenizer import load_tokenizer, position_limit, tokenizer_fingerprint, train_tokenizer
 
 __all__ = [
@@ -663,18 +663,10 @@ def _adopt_legacy(owner: OutputDir) -> None:
     """Record a folder prepared before manifests existed (stats.json with a cache key) as the workbench's."""
     if (owner.path / MANIFEST).exists() or not (owner.path / "dataset" / "dataset_dict.json").is_file():
         return
-    stats = _read_json(owner.path / "stats.json")
+    stats = read_json_object(owner.path / "stats.json")
     if stats is not None and "cache_key" in stats and (owner.path / "tokenizer").is_dir():
         for name in _ENTRIES:
             owner.adopt(name, "file" if name == "stats.json" else "dir")
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def _open_prepared(path: Path, tokenizer: PreTrainedTokenizerBase | None) -> PretrainingData:
@@ -685,7 +677,7 @@ def _open_prepared(path: Path, tokenizer: PreTrainedTokenizerBase | None) -> Pre
             None if (path / name).exists() else f"{name} is missing")
         if problem:
             raise _Damaged(problem)
-    stats = _read_json(path / "stats.json")
+    stats = read_json_object(path / "stats.json")
     if stats is None:
         raise _Damaged("stats.json is unreadable")
     try:
@@ -738,7 +730,7 @@ def prepare_dataset(cfg: DataConfig, out_dir: str | Path | None = None,
     target = Path(out_dir) if out_dir is not None else Path(cfg.cache_dir) / key
     flag = "--out" if out_dir is not None else "--cache-dir"
     owner = _claimable(OutputDir.open(target, "prepare", flag=flag, create=False), flag)
-    old = _read_json(target / "stats.json") if "stats.json" in owner.entries else None
+    old = read_json_object(target / "stats.json") if "stats.json" in owner.entries else None
     if old is not None and old.get("cache_key") == key:
         try:
             data = _open_prepared(target, tokenizer)

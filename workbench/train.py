@@ -49,7 +49,7 @@ from .config import DataConfig, MaskingConfig, TrainConfig
 from .errors import WorkbenchError
 from .masking import PretrainingCollator
 from .model import PretrainingModule, build_model, quiet_transformers
-from .outputs import OutputDir, check_out_path
+from .outputs import OutputDir, check_out_path, read_json_object
 from .pretraining_data import PretrainingData, load_prepared, prepare_dataset
 from .provenance import collect as collect_provenance
 
@@ -170,15 +170,6 @@ class PretrainResult:
 
 def _finite(x: float) -> bool:
     return math.isfinite(x)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON file's object, or None if it is missing or unreadable (then it is not compared)."""
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 class Pretrainer:
@@ -358,7 +349,7 @@ class Pretrainer:
         """Compare a resumed run's config with this one, then the main process claims --out."""
         cfg, out = self.cfg, Path(self.cfg.out)
         if cfg.resume:
-            previous = _read_json(resume_from / RUN_CONFIG if resume_from else out / RUN_FILE) if ours else None
+            previous = read_json_object(resume_from / RUN_CONFIG if resume_from else out / RUN_FILE) if ours else None
             if previous is not None:
                 self._check_same_config(previous)
             if resume_from is None and self.is_main:
