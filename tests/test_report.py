@@ -252,7 +252,7 @@ def test_figures_folder_and_provenance_block(main_run):
     assert re.search(r'<script[^>]* src="plotly.min.js"', standalone) and (run_dir / "figures" / "plotly.min.js").stat().st_size > 1e6
     listing = (run_dir / "figures" / "index.html").read_text()
     drawn = (run_dir / "figures" / "01_data-1.svg").is_file()
-    # SVG/PNG linked where kaleido drew them, else skipped with the reason
+    # SVG/PNG are not drawn per report (seconds each): the listing says how to make them
     assert 'href="01_data-1.json"' in listing and ('href="01_data-1.svg"' in listing if drawn else "kaleido" in listing)
     page = (run_dir / "index.html").read_text()
     assert 'href="figures/index.html"' in page

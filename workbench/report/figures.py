@@ -2,14 +2,14 @@
 
 Reports run with plotly's ``notebook+plotly_mimetype`` renderer, so each figure's JSON sits in
 the executed notebook beside its HTML. Each becomes ``figures/NN_name-K.json`` (lossless: read it
-back with ``plotly.io.read_json``) and ``.html`` (sharing one offline ``plotly.min.js``); SVG and
-PNG need kaleido and are skipped with a note when it is not installed.
+back with ``plotly.io.read_json``) and ``.html`` (sharing one offline ``plotly.min.js``). SVG and
+PNG are made on request with ``plots.save``: kaleido starts a browser for each call, which would
+add seconds per figure to every report.
 """
 
 from __future__ import annotations
 
 import html
-import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +24,8 @@ __all__ = ["FIGURE_MIMETYPE", "RENDERER", "notebook_figures", "save_figures", "w
 FIGURE_MIMETYPE = "application/vnd.plotly.v1+json"
 RENDERER = "notebook+plotly_mimetype"  # HTML for the report page, JSON for the figures folder
 PLOTLY_JS = "plotly.min.js"
-NO_KALEIDO = "SVG and PNG were skipped: they need kaleido (pip install kaleido), then plotly.io.read_json(path).write_image(...)"
+IMAGES_NOTE = ("SVG and PNG for a paper: workbench.plots.save(plotly.io.read_json(JSON_PATH), STEM) writes STEM.svg, "
+               "STEM.png and STEM.html (kaleido draws them with chromium)")
 
 
 def notebook_figures(nb: Any) -> list[dict[str, Any]]:
@@ -40,16 +41,6 @@ def notebook_figures(nb: Any) -> list[dict[str, Any]]:
     return found
 
 
-def _images(fig: Any, stem: Path) -> list[str]:
-    """SVG and PNG next to ``stem`` when kaleido can write them."""
-    written = []
-    for ext in ("svg", "png"):
-        path = stem.with_suffix(f".{ext}")
-        fig.write_image(str(path))
-        written.append(path.name)
-    return written
-
-
 def save_figures(nb: Any, name: str, folder: Path) -> tuple[list[str], list[str]]:
     """Write notebook ``name``'s figures to ``folder``; the files written and notes on what was not."""
     import plotly.io as pio
@@ -62,7 +53,6 @@ def save_figures(nb: Any, name: str, folder: Path) -> tuple[list[str], list[str]
         from plotly.offline import get_plotlyjs
 
         write_atomic(folder / PLOTLY_JS, get_plotlyjs())
-    images = importlib.util.find_spec("kaleido") is not None
     for k, spec in enumerate(figures, 1):
         stem = folder / f"{name}-{k}"
         text = json.dumps(spec)
@@ -72,11 +62,9 @@ def save_figures(nb: Any, name: str, folder: Path) -> tuple[list[str], list[str]
             fig = pio.from_json(text, skip_invalid=True)
             write_atomic(stem.with_suffix(".html"), pio.to_html(fig, include_plotlyjs=PLOTLY_JS, full_html=True))
             written.append(stem.with_suffix(".html").name)
-            written += _images(fig, stem) if images else []
         except Exception as exc:  # one odd figure must not lose the others or the run's record
             notes.append(f"{stem.name}: {type(exc).__name__}: {first_line(exc)}")
-    if not images:
-        notes.append(NO_KALEIDO)
+    notes.append(IMAGES_NOTE)
     return written, notes
 
 
