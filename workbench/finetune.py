@@ -306,7 +306,7 @@ def _drop_unlabelled(frame: pd.DataFrame, where: str, label_column: str, notes: 
     """Rows with an empty text or an empty/NaN label, counted in a warning and left out."""
     no_label = (frame["label"] == "").to_numpy()
     no_text = (frame["text"].str.strip() == "").to_numpy() & ~no_label
-    for mask, what in ((no_label, f"an empty or NaN label (column {label_column!r})"), (no_text, "an empty text")):
+    for mask, what in ((no_label, f"an empty or NaN label {label_column!r}"), (no_text, "an empty text")):
         if mask.any():
             message = f"{where}: dropped {int(mask.sum())} row(s) with {what} (first: data row {int(np.argmax(mask)) + 1})"
             notes.append(message)
