@@ -41,7 +41,8 @@ from .allocator import retain_freed_memory
 from .builtin import resolve_pretrained
 from .checkpoint import latest_checkpoint, write_json_atomic
 from .config import FinetuneConfig
-from .data import builtin_rt_polarity_path, delimited_rows
+from .data import builtin_rt_polarity_path
+from .delimited import delimited_rows
 from .errors import WorkbenchError, pickle_refusal
 from .tokenizer import load_tokenizer
 from .train import lr_multiplier, resolve_attention, resolve_precision
