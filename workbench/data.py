@@ -9,7 +9,6 @@ dataset), or a Hugging Face hub name ``name[:config]``. Bad input fails with a o
 from __future__ import annotations
 
 import bz2
-import csv
 import hashlib
 import importlib.metadata
 import json
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
+from .delimited import delimited_rows
 from .errors import WorkbenchError
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "builtin_rt_polarity_path",
     "builtin_wikipedia_path",
     "clean_wiki_text",
-    "delimited_rows",
     "iter_documents",
     "iter_wikipedia_dump",
     "source_fingerprint",
@@ -458,53 +457,6 @@ def _read_delimited(
     for line, row in rows:
         if index < len(row):
             yield _row_text(row[index], f"file '{path}' line {line}", column)
-
-
-def delimited_rows(lines: Iterable[str], path: Path, delimiter: str, warnings: list[str],
-                   long_row: int) -> Iterator[tuple[int, list[str]]]:
-    """The rows of a CSV/TSV, each with the line it starts on; a broken quote stops with that line.
-
-    An unmatched opening quote makes every row after it part of one field, silently in pandas
-    and in lax csv parsing. Strict parsing catches the usual cases (the next quote is followed
-    by text, or the file ends inside the field); rows spanning more than ``long_row`` lines,
-    which a quote closed by chance leaves, get one warning.
-    """
-    # Whole documents can exceed csv's default 128 KB field limit; only ever raise it.
-    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
-    reader = csv.reader(lines, delimiter=delimiter, strict=True)
-    start, long = 1, []  # `long`: (first line, lines) of rows spanning more than long_row lines
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise _csv_error(path, exc, start, reader.line_num) from None
-        if reader.line_num - start + 1 > long_row:
-            long.append((start, reader.line_num - start + 1))
-        yield start, row
-        start = reader.line_num + 1
-    if long:
-        first, lines_spanned = long[0]
-        warnings.append(
-            f"file '{path}': {len(long)} row(s) span more than {long_row} lines, the first at line "
-            f"{first} ({lines_spanned} lines); if those fields should not hold line breaks, an "
-            f"unmatched quote on line {first} merged rows: fix it"
-        )
-
-
-def _csv_error(path: Path, exc: csv.Error, start: int, line: int) -> WorkbenchError:
-    message = str(exc)
-    if "end of data" in message or "expected after" in message:
-        how = "the file ends inside it" if "end of data" in message else (
-            f"it closes on line {line} with text after the quote")
-        return WorkbenchError(
-            f"file '{path}' line {start}: a quoted field that opens on this line is not closed "
-            f"properly ({how}), which merges the rows after it; close the quote, or double a "
-            'quote that is part of the text ("")'
-        )
-    return WorkbenchError(f"file '{path}' line {line} is not valid {path.suffix[1:].upper()} "
-                          f"({_one_line(exc)}); fix that line")
 
 
 def _read_parquet(path: Path, column: str) -> Iterator[list[str]]:

@@ -41,7 +41,8 @@ from .allocator import retain_freed_memory
 from .builtin import resolve_pretrained
 from .checkpoint import check_model_checkpoint, latest_checkpoint
 from .config import FinetuneConfig, parse_lr_grid
-from .data import builtin_rt_polarity_path, delimited_rows
+from .data import builtin_rt_polarity_path
+from .delimited import delimited_rows
 from .errors import WorkbenchError, pickle_refusal
 from .outputs import OutputDir
 from .provenance import collect as collect_provenance

@@ -16,9 +16,7 @@ under a key of corpus, tokenizer and settings.
 
 from __future__ import annotations
 
-import array
 import hashlib
-import itertools
 import json
 import random
 import shutil
@@ -40,6 +38,7 @@ from .config import DataConfig
 from .data import CorpusReport, iter_documents, source_fingerprint
 from .errors import WorkbenchError
 from .outputs import MANIFEST, OutputDir, read_json_object
+from .packing import flat_documents, mlm_table, nested_documents, token_ids
 from .tokenizer import load_tokenizer, position_limit, tokenizer_fingerprint, train_tokenizer
 
 __all__ = [
@@ -269,56 +268,6 @@ def _sop(docs: Seq[Doc], ids: Seq[int], out: _Columns, max_num_tokens: int,
             i = j
 
 
-def _mlm_stream(tokens: np.ndarray, doc_lengths: np.ndarray, block: int, sep_id: int
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Documents end to end with a [SEP] at each boundary inside a segment: (stream (L,), doc starts (D,))."""
-    seps = np.zeros(len(doc_lengths), dtype=bool)
-    starts = np.empty(len(doc_lengths), dtype=np.int64)
-    pos = 0
-    for d, n in enumerate(doc_lengths.tolist()):  # a walk over documents, not tokens
-        seps[d] = pos % block != 0  # no [SEP] opens a segment
-        pos += int(seps[d])
-        starts[d] = pos
-        pos += n
-    first_token = np.cumsum(doc_lengths) - doc_lengths  # (D,) offset of each document in `tokens`
-    return np.insert(tokens, first_token[seps], sep_id), starts
-
-
-def _mlm_table(tokens: np.ndarray, doc_lengths: np.ndarray, ids: Seq[int], max_num_tokens: int,
-               cls_id: int, sep_id: int, dupe_factor: int, rng: random.Random) -> pa.Table:
-    """Full-length segments packed across sentence and document boundaries (RoBERTa, Cramming).
-
-    ``tokens`` (T,) are the documents' tokens end to end, ``doc_lengths`` (D,) their counts. Rows
-    are ``[CLS] block [SEP]``, built with array operations so a huge document costs linear time;
-    ``dupe_factor`` copies in a random order (the draws of :meth:`_Columns.shuffled`).
-    """
-    block = max_num_tokens + 1  # one more token than a pair's budget: [CLS] block [SEP]
-    stream, starts = _mlm_stream(tokens, doc_lengths, block, sep_id)
-    full, rest = divmod(len(stream), block)
-    rows = np.empty((full, block + 2), dtype=np.int32)  # (full, block + 2) [CLS] block [SEP]
-    rows[:, 0], rows[:, -1] = cls_id, sep_id
-    rows[:, 1:-1] = stream[:full * block].reshape(full, block)
-    last = [np.array([cls_id], np.int32), stream[full * block:], np.array([sep_id], np.int32)]
-    values = np.concatenate([rows.reshape(-1), *(last if rest else [])])
-    n = full + bool(rest)
-    row_starts = np.arange(n, dtype=np.int64) * block
-    offsets = np.append(np.arange(n) * (block + 2), len(values))  # (n + 1,)
-    # Provenance: the document each segment starts in.
-    first_doc = np.asarray(ids, dtype=np.int64)[np.searchsorted(starts, row_starts, side="right") - 1]
-    offsets32 = pa.array(offsets.astype(np.int32))
-    single = pa.table({
-        "input_ids": pa.ListArray.from_arrays(offsets32, pa.array(values)),
-        "token_type_ids": pa.ListArray.from_arrays(offsets32, pa.array(np.zeros(len(values), np.int8))),
-        "next_sentence_label": np.full(n, -100, np.int64), "truncated": np.zeros(n, bool),
-        "a_doc": first_doc, "a_end": np.full(n, -1, np.int64), "b_doc": np.full(n, -1, np.int64),
-        "b_start": np.full(n, -1, np.int64),
-    }, schema=EXAMPLE_FEATURES.arrow_schema)
-    # The draws of _Columns.shuffled, on 8-byte ints rather than a list of Python ints (36 bytes).
-    order = array.array("q", range(n * dupe_factor))
-    rng.shuffle(order)
-    return single.take(np.frombuffer(order, dtype=np.int64) % max(n, 1))  # copies are the same rows
-
-
 def build_examples(docs: Seq[Doc], doc_ids: Seq[int], *, objective: str,
                    max_seq_length: int, short_seq_prob: float, rng: random.Random, cls_id: int,
                    sep_id: int, google_compat: bool = False, vocab_size: int = 0,
@@ -328,8 +277,8 @@ def build_examples(docs: Seq[Doc], doc_ids: Seq[int], *, objective: str,
     if objective == "mlm":
         tokens = np.fromiter((t for doc in docs for s in doc for t in s), dtype=np.int32)
         lengths = np.array([sum(len(s) for s in doc) for doc in docs], dtype=np.int64)
-        return _mlm_table(tokens, lengths, doc_ids, max_num_tokens, cls_id, sep_id, dupe_factor,
-                          rng).to_pydict()
+        return mlm_table(tokens, lengths, doc_ids, max_num_tokens, cls_id, sep_id, dupe_factor, rng,
+                         EXAMPLE_FEATURES.arrow_schema).to_pydict()
     out = _Columns()
     if objective == "nsp" and google_compat:
         _nsp_google(docs, doc_ids, out, max_num_tokens, short_seq_prob, rng, cls_id, sep_id,
@@ -343,15 +292,6 @@ def build_examples(docs: Seq[Doc], doc_ids: Seq[int], *, objective: str,
     return out.shuffled(rng)
 
 
-def _arrow_docs(docs: pa.ListScalar) -> tuple[np.ndarray, np.ndarray]:
-    """A shard's documents as (tokens (T,) end to end, token count per document (D,)), no copy to Python."""
-    by_doc = docs.values  # document -> sentence -> token ids
-    sentences = by_doc.flatten()
-    token_end = np.append(0, np.cumsum(pc.list_value_length(sentences).to_numpy()))
-    sentence_end = np.append(0, np.cumsum(pc.list_value_length(by_doc).to_numpy()))
-    return sentences.flatten().to_numpy(), np.diff(token_end[sentence_end])
-
-
 def _build_shard_batch(batch: pa.Table, *, objective: str, max_seq_length: int,
                        short_seq_prob: float, seed: int, split: str, cls_id: int, sep_id: int,
                        google_compat: bool, vocab_size: int, dupe_factor: int) -> pa.Table:
@@ -362,9 +302,9 @@ def _build_shard_batch(batch: pa.Table, *, objective: str, max_seq_length: int,
         # One RNG per shard, keyed by seed, split and shard: results do not depend on num_proc.
         rng = random.Random(seed if google_compat and shard == 0 else f"{seed}:{split}:{shard}")
         if objective == "mlm":  # arrays all the way: one huge document stays linear and compact
-            tokens, lengths = _arrow_docs(batch["docs"][row])
-            parts.append(_mlm_table(tokens, lengths, doc_ids, max_seq_length - 3, cls_id, sep_id,
-                                    dupe_factor, rng))
+            tokens, lengths = flat_documents(batch["docs"][row])
+            parts.append(mlm_table(tokens, lengths, doc_ids, max_seq_length - 3, cls_id, sep_id,
+                                   dupe_factor, rng, EXAMPLE_FEATURES.arrow_schema))
             continue
         part = build_examples(batch["docs"][row].as_py(), doc_ids, objective=objective,
                               max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, rng=rng,
@@ -442,7 +382,8 @@ class _ShardWriter:
         self.sink.close()
 
     def _write(self, docs: list[tuple[int, list[str]]]) -> None:
-        tokens, lengths = _token_ids(self.tokenizer, [s for _, sentences in docs for s in sentences])
+        tokens, lengths = token_ids(self.tokenizer, [s for _, sentences in docs for s in sentences],
+                                    _TOKENIZE_SENTENCES)
         # Empty sentences are dropped, then the documents left with none.
         owner = np.repeat(np.arange(len(docs)), [len(sentences) for _, sentences in docs])  # (S,)
         kept = lengths > 0
@@ -458,31 +399,11 @@ class _ShardWriter:
         c["unk_tokens"] += int((tokens == unk).sum()) if unk is not None else 0
         if not doc_ids:
             return
-        # Nested lists from offsets (document -> sentence -> token ids), no Python list per token.
-        sentences = pa.ListArray.from_arrays(_offsets(lengths[kept]), pa.array(tokens))
-        by_doc = pa.ListArray.from_arrays(_offsets(per_doc[live]), sentences)
-        shard_docs = pa.ListArray.from_arrays(_offsets(np.array([len(doc_ids)])), by_doc)
+        shard_docs = nested_documents(tokens, lengths[kept], per_doc[live])
         self.writer.write_batch(pa.record_batch(
             [pa.array([self.shards], pa.int64()), pa.array([doc_ids], pa.list_(pa.int64())), shard_docs],
             schema=_SHARD_SCHEMA))
         self.shards += 1
-
-
-def _offsets(lengths: np.ndarray) -> pa.Array:
-    return pa.array(np.append(0, np.cumsum(lengths)).astype(np.int32))
-
-
-def _token_ids(tokenizer: PreTrainedTokenizerBase, sentences: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of ``sentences`` end to end (T,) and the count of each sentence (S,)."""
-    tokens, lengths = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)]
-    for i in range(0, len(sentences), _TOKENIZE_SENTENCES):
-        # Batched calls: the Rust tokenizer parallelises over a call's sentences, and a chunk's
-        # encodings (offsets, strings: ~100 bytes a token) are freed before the next.
-        enc = tokenizer(sentences[i:i + _TOKENIZE_SENTENCES], add_special_tokens=False,
-                        return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-        lengths.append(np.fromiter(map(len, enc), dtype=np.int64, count=len(enc)))
-        tokens.append(np.fromiter(itertools.chain.from_iterable(enc), dtype=np.int32))
-    return np.concatenate(tokens), np.concatenate(lengths)
 
 
 def cache_key(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> str:
