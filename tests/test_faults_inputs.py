@@ -25,7 +25,7 @@ from workbench.config import FinetuneConfig
 from workbench.data import CorpusReport, iter_documents, source_fingerprint
 from workbench.errors import WorkbenchError
 from workbench.finetune import finetune, load_classifier, load_task
-from workbench.model import build_model, preset_config
+from workbench.model import build_model
 from workbench.pretraining_data import build_examples, truncate_seq_pair
 from workbench.tokenizer import tokenizer_fingerprint, train_tokenizer
 
@@ -234,13 +234,8 @@ def test_unlabelled_rows_are_dropped_alike_in_every_format(tmp_path, capsys):
     assert load_task(FinetuneConfig(task=str(path))).sizes == {"train": 28, "validation": 4, "test": 8}
 
 
-def test_integer_labels_stay_integers_in_results_and_predictions(tmp_path, minilm_tokenizer):
-    torch.manual_seed(0)
-    model = tmp_path / "tiny"
-    config = preset_config("tiny", len(minilm_tokenizer), int(minilm_tokenizer.pad_token_id),
-                           hidden_size=64, intermediate_size=256, num_attention_heads=2)
-    BertForPreTraining(config).save_pretrained(model)
-    minilm_tokenizer.save_pretrained(model)
+def test_integer_labels_stay_integers_in_results_and_predictions(tmp_path, tiny_bert):
+    model = tiny_bert
     task = _write_task(tmp_path / "task.jsonl", [*LABELLED, ("no label here", None)])
     cfg = FinetuneConfig(model=str(model), task=str(task), out=str(tmp_path / "out"), max_steps=2,
                          progress=False, eval_batch_size=64)
@@ -287,14 +282,10 @@ class _RunsCode:
 
 
 @pytest.fixture
-def pickle_checkpoint(tmp_path, minilm_tokenizer) -> Path:
+def pickle_checkpoint(tmp_path, tiny_bert) -> Path:
     """A tiny BertForPreTraining whose weights are pytorch_model.bin, a pickle with training args in it."""
-    path = tmp_path / "old-checkpoint"
-    config = preset_config("tiny", len(minilm_tokenizer), int(minilm_tokenizer.pad_token_id),
-                           hidden_size=64, intermediate_size=256, num_attention_heads=2)
-    model = BertForPreTraining(config)
-    model.save_pretrained(path)
-    minilm_tokenizer.save_pretrained(path)
+    path = tiny_bert
+    model = BertForPreTraining.from_pretrained(path)
     (path / "model.safetensors").unlink()
     torch.save({**model.state_dict(), "args": argparse.Namespace(lr=1e-4),
                 "hook": _RunsCode(tmp_path / "pickle-ran")}, path / "pytorch_model.bin")
@@ -324,13 +315,9 @@ def test_a_pickle_checkpoint_is_refused_in_one_line(pickle_checkpoint, tmp_path,
     assert not (tmp_path / "pickle-ran").exists()
 
 
-def test_a_tensors_only_pickle_still_loads(tmp_path, minilm_tokenizer):
-    path = tmp_path / "plain"
-    config = preset_config("tiny", len(minilm_tokenizer), int(minilm_tokenizer.pad_token_id),
-                           hidden_size=64, intermediate_size=256, num_attention_heads=2)
-    model = BertForPreTraining(config)
-    model.save_pretrained(path)
-    minilm_tokenizer.save_pretrained(path)
+def test_a_tensors_only_pickle_still_loads(tmp_path, tiny_bert):
+    path = tiny_bert
+    model = BertForPreTraining.from_pretrained(path)
     (path / "model.safetensors").unlink()
     torch.save(model.state_dict(), path / "pytorch_model.bin")  # weights_only=True reads it safely
     classifier, _, info = load_classifier(str(path), ["0", "1"])
