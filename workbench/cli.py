@@ -13,6 +13,7 @@ from typing import Any
 from .config import (
     AttentionConfig,
     DataConfig,
+    FinetuneConfig,
     MaskingConfig,
     TrainConfig,
     config_fields,
@@ -137,7 +138,7 @@ def _heads_run(cfg: AttentionConfig, model: Any) -> dict[str, Any]:
 # (>= 500 test passages) where nbval probes a sample.
 DEMO_PARAMS = {"max_steps": TrainConfig.max_steps, "eval_every": TrainConfig.eval_every,
                "save_every": TrainConfig.save_every, "keep_every": TrainConfig.save_every,
-               "probe_max_examples": 0, "bshift_examples": 1000}
+               "probe_max_examples": 0, "bshift_examples": 1000, "min_steps": FinetuneConfig.min_steps}
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 
