@@ -20,6 +20,7 @@ from typing import Any
 
 from .config import TRACKERS
 from .errors import WorkbenchError
+from .outputs import check_out_path
 
 __all__ = ["MLFLOW_DB", "TENSORBOARD_DIR", "PROJECT", "mlflow_uri", "check_installed", "entries", "finish", "log",
            "make_trackers", "parse_report_to", "scalars", "start"]
@@ -95,9 +96,7 @@ def start(acc: Any, out: str | Path, config: dict[str, Any], fresh: bool) -> Non
     """
     if not acc.is_main_process:
         return
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise WorkbenchError(f"--out {out} is a file; pass a directory")
+    out = check_out_path(out)  # the one --out check (callers ran it before any work; cheap)
     if fresh:  # also with --report-to none: stale curves must not pass for this run's
         _clear_tensorboard(out)
     if not acc.log_with:
