@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import json
+import os
 import re
 import subprocess
 import sys
@@ -156,5 +157,11 @@ def test_make_test_ensures_chromium_first_and_ci_only_runs_make_test():
     assert re.search(r"^chromium:\n\t@bash \.ci/ensure-chromium$", makefile, re.M)
     ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
     assert ci[-1] == "make test" and not any("apt-get" in line or "chromium" in line for line in ci)
-    dry = subprocess.run(["make", "-n", "test"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    # Under `make test` this runs as a sub-make: drop the parent's MAKEFLAGS/MAKELEVEL so it
+    # prints no "Entering directory" line and reads the Makefile as CI's top-level make does.
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}}
+    dry = subprocess.run(
+        ["make", "--no-print-directory", "-n", "test"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, env=env,
+    )
     assert dry.stdout.splitlines()[0] == "bash .ci/ensure-chromium", dry.stdout
