@@ -297,11 +297,21 @@ class FinetuneConfig:
         "hidden 256, as tiny/mini; 3e-5,1e-4 above, as MiniLM); `none`: --lr only; or a list such as `1e-4,1e-3`.",
         "auto",
     )
+    lr_grid_seeds: int = _help(
+        "Learning curves: search the lr grid on the first this many seeds, then run the other seeds at the chosen "
+        "lr only (0: the grid on every seed). Every init gets the same procedure.",
+        2,
+    )
     curve_min_steps: int = _help(
         "Learning curves (fair protocol): every run trains at least this many steps before early stopping may end "
         "it, the budget a random init needs to flatten its validation curve (measured in "
         "benchmarks/pretraining_gain.py).",
         300,
+    )
+    curve_epochs: float = _help(
+        "Learning curves (fair protocol): planned passes over the labels (at least curve_min_steps steps); "
+        "early stopping usually ends a run sooner, once validation stops improving.",
+        20.0,
     )
     save_model: bool = _help("Also save the fine-tuned model and tokenizer to OUT/model.", False)
     log_every: int = _help("Call callbacks with training metrics every this many steps.", 1)
@@ -329,6 +339,8 @@ class FinetuneConfig:
         _check(self.precision in PRECISIONS, f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         _check(self.log_every >= 1, f"log_every {self.log_every} must be 1 or more")
         _check(self.curve_min_steps >= 0, f"curve_min_steps {self.curve_min_steps} must be 0 or more")
+        _check(self.lr_grid_seeds >= 0, f"lr_grid_seeds {self.lr_grid_seeds} must be 0 (every seed) or more")
+        _check(self.curve_epochs > 0.0, f"curve_epochs {self.curve_epochs} must be positive")
         if self.lr_grid not in ("auto", "none"):
             parse_lr_grid(self.lr_grid)
 

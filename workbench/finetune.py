@@ -729,6 +729,20 @@ def _curve_run(cfg: FinetuneConfig, data: TaskData) -> dict[str, Any]:
             "wall_seconds": r["wall_seconds"]}
 
 
+def _curve_point(base: FinetuneConfig, data: TaskData, init: str, n: int, lr: float, seed: int,
+                 out: str | Path | None, verbose: bool) -> dict[str, Any]:
+    """One run of a learning curve as its row (n == all training examples: train_size 0)."""
+    name = init.replace("/", "_").replace(":", "-")
+    run_out = str(Path(out) / name / f"n{n}-lr{lr:g}-seed{seed}") if out else ""
+    n_all = len(data.splits["train"])
+    cfg = replace(base, model=init, train_size=0 if n == n_all else n, seed=seed, lr=lr, out=run_out)
+    r = _curve_run(cfg, data)
+    if verbose:
+        print(f"{init:>28}  n={n:<6} lr={lr:<7g} seed={seed}  acc={r['accuracy']:.4f}  "
+              f"val={r['best_validation_accuracy']:.4f}  steps={r['steps']}  {r['wall_seconds']:.0f}s", file=sys.stderr)
+    return {"n_train": r.pop("n_train"), "init": init, "seed": seed, **r, "lr": lr}
+
+
 def _choose_lr(block: list[dict[str, Any]]) -> float:
     """The grid point with the best mean validation accuracy over seeds (ties: the first); NaN counts as -1."""
     by_lr: dict[float, list[float]] = {}
@@ -748,36 +762,31 @@ def learning_curve(inits: Sequence[str], task: str | TaskData, sizes: Sequence[i
                    on_run: Callback | None = None) -> pd.DataFrame:
     """Fine-tunes under the fair protocol; a row per (init, n_train, lr, seed), ``chosen`` marking the kept lr.
 
-    Fair protocol: every init gets the same label samples (seeded by ``seed``), the same seeds, its lr grid
-    (``base.lr_grid``), at least ``base.curve_min_steps`` steps and then early stopping on validation
-    (``patience``, best weights kept); per (init, n_train) the lr with the best mean validation accuracy
-    over seeds is chosen. ``inits`` are --model specs (``random:X``: the random twin of X); size 0 is the
-    whole training split; the test split is the same for every run (split_seed). ``on_run`` gets each
-    row once its (init, n_train) block is done. Aggregate with :func:`curve_summary`.
+    Fair protocol: every init gets the same label samples (seeded by ``seed``) and seeds, its lr grid
+    (``base.lr_grid``), a schedule of ``base.curve_epochs`` passes but at least ``base.curve_min_steps``
+    steps, and early stopping on validation once past that minimum (``patience``, best weights kept).
+    Per (init, n_train) the lr with the best mean validation accuracy over the first
+    ``base.lr_grid_seeds`` seeds is chosen, and the other seeds run at it. ``inits`` are --model specs
+    (``random:X``: the random twin of X); size 0 is the whole training split; the test split is the
+    same for every run (split_seed). ``on_run`` gets each row once its (init, n_train) block is done.
+    Aggregate with :func:`curve_summary`.
     """
     base = base or FinetuneConfig()
     base = replace(base, task=task.name if isinstance(task, TaskData) else task, progress=False,
-                   min_steps=max(base.min_steps, base.curve_min_steps))
+                   min_steps=max(base.min_steps, base.curve_min_steps), epochs=max(base.epochs, base.curve_epochs))
     data = task if isinstance(task, TaskData) else load_task(base)
     n_all = len(data.splits["train"])
     counts = list(dict.fromkeys(n_all if size == 0 or size >= n_all else size for size in sizes))
+    seeds = list(seeds)
     rows: list[dict[str, Any]] = []
     for init in inits:
         grid = lr_grid(init, base)
+        # The grid on the first k seeds, the other seeds at the lr validation chose (one lr: every seed).
+        k = base.lr_grid_seeds or len(seeds) if len(grid) > 1 else len(seeds)
         for n in counts:
-            block = []
-            for lr in grid:
-                for seed in seeds:
-                    name = init.replace("/", "_").replace(":", "-")
-                    run_out = str(Path(out) / name / f"n{n}-lr{lr:g}-seed{seed}") if out else ""
-                    cfg = replace(base, model=init, train_size=0 if n == n_all else n, seed=seed, lr=lr, out=run_out)
-                    r = _curve_run(cfg, data)
-                    block.append({"n_train": r.pop("n_train"), "init": init, "seed": seed, **r, "lr": lr})
-                    if verbose:
-                        print(f"{init:>28}  n={n:<6} lr={lr:<7g} seed={seed}  acc={r['accuracy']:.4f}  "
-                              f"val={r['best_validation_accuracy']:.4f}  steps={r['steps']}  "
-                              f"{r['wall_seconds']:.0f}s", file=sys.stderr)
+            block = [_curve_point(base, data, init, n, lr, seed, out, verbose) for lr in grid for seed in seeds[:k]]
             chosen = _choose_lr(block)
+            block += [_curve_point(base, data, init, n, chosen, seed, out, verbose) for seed in seeds[k:]]
             for row in block:
                 row["chosen"] = row["lr"] == chosen
                 rows.append(row)

@@ -526,6 +526,10 @@ def _build(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, tmp: Path) -> di
     for w in writers.values():
         w.close()
     _check_corpus(cfg, counts)
+    if report.skipped_short > counts["documents"]:  # e.g. a labelled file's short texts under the default 50 words
+        report.warnings.append(f"skipped {report.skipped_short} of {report.skipped_short + counts['documents']} "
+                               f"documents shorter than --min-doc-words {cfg.min_doc_words}; for short texts "
+                               "(a labelled file's sentences) pass --min-doc-words 1")
     if cfg.objective == "nsp" and writers["train"].documents == 1:
         raise WorkbenchError(
             "the train split has one document, and NotNext pairs need another; "
