@@ -85,22 +85,40 @@ def mlm_table(tokens: np.ndarray, doc_lengths: np.ndarray, ids: Sequence[int], m
     rows = np.empty((full, block + 2), dtype=np.int32)  # (full, block + 2) [CLS] block [SEP]
     rows[:, 0], rows[:, -1] = cls_id, sep_id
     rows[:, 1:-1] = stream[:full * block].reshape(full, block)
-    last = [np.array([cls_id], np.int32), stream[full * block:], np.array([sep_id], np.int32)]
-    values = np.concatenate([rows.reshape(-1), *(last if rest else [])])
+    last = np.concatenate([[cls_id], stream[full * block:], [sep_id]]).astype(np.int32)  # (rest + 2,)
     n = full + bool(rest)
-    offsets = pa.array(np.append(np.arange(n) * (block + 2), len(values)).astype(np.int32))  # (n + 1,)
+    # Shuffled as a list of row numbers would be (the same draws), on 8-byte ints rather than
+    # Python ints (36 bytes each); copies are the same rows.
+    order = array.array("q", range(n * dupe_factor))
+    rng.shuffle(order)
+    picks = np.frombuffer(order, dtype=np.int64) % max(n, 1)  # (n * dupe_factor,) row of each example
+    values, offsets = _gather_rows(rows, last if rest else None, picks)
     # Provenance: the document each segment starts in.
     row_starts = np.arange(n, dtype=np.int64) * block
     first_doc = np.asarray(ids, dtype=np.int64)[np.searchsorted(starts, row_starts, side="right") - 1]
-    none = np.full(n, -1, np.int64)
-    single = pa.table({
+    m, none = len(picks), np.full(len(picks), -1, np.int64)
+    offsets = pa.array(offsets)
+    return pa.table({
         "input_ids": pa.ListArray.from_arrays(offsets, pa.array(values)),
         "token_type_ids": pa.ListArray.from_arrays(offsets, pa.array(np.zeros(len(values), np.int8))),
-        "next_sentence_label": np.full(n, -100, np.int64), "truncated": np.zeros(n, bool),
-        "a_doc": first_doc, "a_end": none, "b_doc": none, "b_start": none,
+        "next_sentence_label": np.full(m, -100, np.int64), "truncated": np.zeros(m, bool),
+        "a_doc": first_doc[picks], "a_end": none, "b_doc": none, "b_start": none,
     }, schema=schema)
-    # Shuffled as a list of row numbers would be (the same draws), on 8-byte ints rather than
-    # Python ints (36 bytes each).
-    order = array.array("q", range(n * dupe_factor))
-    rng.shuffle(order)
-    return single.take(np.frombuffer(order, dtype=np.int64) % max(n, 1))  # copies are the same rows
+
+
+def _gather_rows(rows: np.ndarray, last: np.ndarray | None, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``picks`` of ``rows`` (R, W) and the shorter ``last`` row (index R) end to end, and their offsets.
+
+    Numpy indexing a run of full rows at a time: Arrow's take on a list column would build an
+    8-byte index per token (most of the memory of a 50 MB build).
+    """
+    width = rows.shape[1]
+    lengths = np.where(picks == len(rows), 0 if last is None else len(last), width)
+    offsets = np.append(0, np.cumsum(lengths)).astype(np.int32)  # (M + 1,)
+    values = np.empty(offsets[-1], dtype=np.int32)
+    cuts = np.flatnonzero(picks == len(rows))  # where the short row goes: runs of full rows between
+    for start, stop in zip(np.append(0, cuts + 1), np.append(cuts, len(picks)), strict=True):
+        values[offsets[start]:offsets[stop]] = rows[picks[start:stop]].reshape(-1)
+        if stop < len(picks):
+            values[offsets[stop]:offsets[stop + 1]] = last
+    return values, offsets
