@@ -19,7 +19,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from .delimited import delimited_rows
-from .errors import WorkbenchError
+from .errors import WorkbenchError, one_line
 
 __all__ = [
     "BUILTIN_WIKIPEDIA",
@@ -309,16 +309,12 @@ def iter_wikipedia_dump(path: str | Path) -> Iterator[tuple[str, list[str]]]:
                 yield title, clean_wiki_text(text)
     except (ParseError, OSError, EOFError, ValueError) as exc:  # ValueError: not a MediaWiki ns
         raise WorkbenchError(
-            f"file '{path}' is not a readable MediaWiki XML dump ({_one_line(exc)}); "
+            f"file '{path}' is not a readable MediaWiki XML dump ({one_line(exc)}); "
             "pass a pages-articles .xml or .xml.bz2 dump"
         ) from None
 
 
 # --- local text files ------------------------------------------------------------------------
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _check_not_binary(path: Path) -> None:
@@ -467,7 +463,7 @@ def _read_parquet(path: Path, column: str) -> Iterator[list[str]]:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise WorkbenchError(
-            f"file '{path}' is not a readable Parquet file ({_one_line(exc)}); "
+            f"file '{path}' is not a readable Parquet file ({one_line(exc)}); "
             "pass a valid .parquet file"
         ) from None
     if column not in parquet.schema_arrow.names:
@@ -489,7 +485,7 @@ def _read_saved_dataset(path: Path, column: str) -> Iterator[list[str]]:
         dataset = datasets.load_from_disk(str(path))
     except Exception as exc:  # datasets raises many types for a damaged folder
         raise WorkbenchError(
-            f"folder '{path}' is not a readable saved dataset ({_one_line(exc)}); "
+            f"folder '{path}' is not a readable saved dataset ({one_line(exc)}); "
             "pass a folder written by Dataset.save_to_disk"
         ) from None
     if isinstance(dataset, datasets.DatasetDict):
@@ -516,7 +512,7 @@ def _read_hub(name: str, column: str) -> Iterator[list[str]]:
     except Exception as exc:  # offline, unknown name, gated repo...: all the same to the user
         raise WorkbenchError(
             f"corpus {name!r} does not exist locally and could not be loaded from the Hugging "
-            f"Face hub ({_one_line(exc)[:200]}); pass a local file or folder, "
+            f"Face hub ({one_line(exc, 200)}); pass a local file or folder, "
             f"{BUILTIN_WIKIPEDIA}, or a hub name `name[:config]` when online"
         ) from None
     for row in dataset:
@@ -714,6 +710,6 @@ def _content_digest(path: Path, size: int) -> str:
                     fileobj.seek((size - _HASH_BLOCK) * i // (_HASH_SAMPLES - 1))
                     digest.update(fileobj.read(_HASH_BLOCK))
     except OSError as exc:
-        raise WorkbenchError(f"file '{path}' is not readable ({_one_line(exc)}); "
+        raise WorkbenchError(f"file '{path}' is not readable ({one_line(exc)}); "
                              "check its permissions or pass another corpus") from None
     return digest.hexdigest()

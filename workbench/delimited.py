@@ -8,7 +8,7 @@ import csv
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .errors import WorkbenchError
+from .errors import WorkbenchError, one_line
 
 __all__ = ["delimited_rows"]
 
@@ -57,8 +57,4 @@ def _csv_error(path: Path, exc: csv.Error, start: int, line: int) -> WorkbenchEr
             'quote that is part of the text ("")'
         )
     return WorkbenchError(f"file '{path}' line {line} is not valid {path.suffix[1:].upper()} "
-                          f"({_one_line(exc)}); fix that line")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+                          f"({one_line(exc)}); fix that line")

@@ -1,5 +1,6 @@
-"""The one exception type the CLI turns into a one-line message and a non-zero exit, and the
-refusal every model loader gives for a checkpoint that is an unsafe pickle."""
+"""The one exception type the CLI turns into a one-line message and a non-zero exit, the
+refusal every model loader gives for a checkpoint that is an unsafe pickle, and the one-line
+text of a library's exception quoted inside such a message."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pickle
 import re
 from pathlib import Path
 
-__all__ = ["WorkbenchError", "pickle_refusal"]
+__all__ = ["WorkbenchError", "one_line", "pickle_refusal"]
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
@@ -15,6 +16,12 @@ _GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 class WorkbenchError(Exception):
     """A problem with the user's input: the message names the problem and the fix, in one line."""
+
+
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """``exc``'s text with its whitespace runs (newlines too) collapsed, cut to ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    return (text if limit is None else text[:limit]) or type(exc).__name__
 
 
 def pickle_refusal(exc: BaseException, what: str, path: str | Path) -> WorkbenchError | None:
