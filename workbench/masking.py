@@ -17,6 +17,7 @@ import torch
 
 from .config import MaskingConfig
 from .errors import WorkbenchError
+from .labels import IGNORE_INDEX
 from .words import WordTable, word_starts, word_table
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
 
 # Codes of MaskedBatch.action.
 ACTION_NONE, ACTION_MASK, ACTION_RANDOM, ACTION_KEEP = 0, 1, 2, 3
-IGNORE_INDEX = -100  # the label torch's cross_entropy skips
 _SEQUENCE_LABELS = ("next_sentence_label", "sentence_order_label")
 
 

@@ -30,6 +30,7 @@ from transformers.utils import logging as hf_logging
 
 from .builtin import resolve_pretrained
 from .errors import WorkbenchError, pickle_refusal
+from .labels import IGNORE_INDEX
 
 __all__ = [
     "PRESETS",
@@ -42,7 +43,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-IGNORE_INDEX = -100
 
 
 def _preset(layers: int, hidden: int, heads: int) -> dict[str, int]:

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from transformers import PreTrainedTokenizerBase
 
+from .labels import IGNORE_INDEX
+
 __all__ = ["flat_documents", "mlm_table", "nested_documents", "token_ids"]
 
 
@@ -101,7 +103,7 @@ def mlm_table(tokens: np.ndarray, doc_lengths: np.ndarray, ids: Sequence[int], m
     return pa.table({
         "input_ids": pa.ListArray.from_arrays(offsets, pa.array(values)),
         "token_type_ids": pa.ListArray.from_arrays(offsets, pa.array(np.zeros(len(values), np.int8))),
-        "next_sentence_label": np.full(m, -100, np.int64), "truncated": np.zeros(m, bool),
+        "next_sentence_label": np.full(m, IGNORE_INDEX, np.int64), "truncated": np.zeros(m, bool),
         "a_doc": first_doc[picks], "a_end": none, "b_doc": none, "b_start": none,
     }, schema=schema)
 

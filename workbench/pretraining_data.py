@@ -324,7 +324,7 @@ _TOKENIZE_SENTENCES = 8192
 EXAMPLE_FEATURES = Features({
     "input_ids": Sequence(Value("int32")),
     "token_type_ids": Sequence(Value("int8")),
-    "next_sentence_label": Value("int64"),  # 0 IsNext / in order, 1 NotNext / swapped, -100 none (mlm)
+    "next_sentence_label": Value("int64"),  # 0 IsNext / in order, 1 NotNext / swapped, IGNORE_INDEX none (mlm)
     "truncated": Value("bool"),
     # Provenance: document of A, sentence index where A ends, document and first sentence of B.
     "a_doc": Value("int64"),
