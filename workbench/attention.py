@@ -26,6 +26,7 @@ from scipy.special import xlogy
 from .builtin import resolve_pretrained
 from .config import AttentionConfig
 from .errors import WorkbenchError, pickle_refusal
+from .labels import IGNORE_INDEX
 
 __all__ = [
     "STAT_COLUMNS",
@@ -110,7 +111,7 @@ def _check_eager(model: Any) -> None:
         )
 
 
-def _encode(tokenizer: Any, segments: Sequence[Segment], max_length: int) -> dict:
+def _encode_segments(tokenizer: Any, segments: Sequence[Segment], max_length: int) -> dict:
     # encode one by one, then pad: a batch may mix single texts and sentence pairs
     encoded = [
         tokenizer(*(s if isinstance(s, tuple) else (s,)), truncation=True, max_length=max_length)
@@ -122,7 +123,7 @@ def _encode(tokenizer: Any, segments: Sequence[Segment], max_length: int) -> dic
 @torch.no_grad()
 def _forward_attentions(model: Any, tokenizer: Any, segments: Sequence[Segment], max_length: int):
     _check_eager(model)
-    enc = _encode(tokenizer, segments, max_length)
+    enc = _encode_segments(tokenizer, segments, max_length)
     device = next(model.parameters()).device
     out = model(**{k: v.to(device) for k, v in enc.items()}, output_attentions=True)
     # L tensors of (batch, head, T, T) -> (batch, L, H, T, T)
@@ -404,23 +405,23 @@ def _mlm_logits(out: Any) -> torch.Tensor:
 
 @torch.no_grad()
 def mlm_loss_metric(model: Any, batches: Iterable[dict]) -> float:
-    """Mean MLM cross-entropy over all labelled tokens (-100 ignored) of the batches."""
+    """Mean MLM cross-entropy over all labelled tokens (IGNORE_INDEX skipped) of the batches."""
     model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for batch in batches:
         if "labels" not in batch:
-            raise WorkbenchError("mlm_loss_metric needs batches with `labels` (-100 = not masked)")
+            raise WorkbenchError(f"mlm_loss_metric needs batches with `labels` ({IGNORE_INDEX} = not masked)")
         inputs = {k: batch[k].to(device) for k in _MODEL_INPUTS if k in batch}
         logits = _mlm_logits(model(**inputs))  # (B, T, vocab)
         labels = batch["labels"].to(device)  # (B, T)
         loss = torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum"
+            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
         )
         total += loss.item()
-        count += int((labels != -100).sum())
+        count += int((labels != IGNORE_INDEX).sum())
     if count == 0:
-        raise WorkbenchError("no labelled tokens in the batches; mask some tokens (labels != -100)")
+        raise WorkbenchError(f"no labelled tokens in the batches; mask some tokens (labels != {IGNORE_INDEX})")
     return total / count
 
 
@@ -443,21 +444,20 @@ def head_importance(
 def load_ablation_model(spec: str, device: str | None = None) -> tuple[Any, Any, bool]:
     """A checkpoint as BertForMaskedLM for ablation, its tokenizer, and whether it has a trained MLM head."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+
+    from .model import quiet_transformers  # lazy: model.py imports transformers
 
     path = resolve_pretrained(spec)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the missing-head load report is expected; we return has_head
     try:
+        # quiet: the missing-head load report is expected; we return has_head instead.
         # sdpa: ablation hooks sit after attention, so the fast kernel can stay on.
-        model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        with quiet_transformers():
+            model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+            tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         refusal = pickle_refusal(exc, f"model {spec!r}", path)
         raise refusal or WorkbenchError(f"cannot load model {spec!r} ({reason}); pass a checkpoint dir or builtin:minilm") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
     # An encoder-only checkpoint (builtin:minilm) gets a freshly initialised MLM head: its loss
     # would measure noise, so callers fall back to representation_shift_metric.
     has_head = not any(k.startswith("cls.") for k in info["missing_keys"])
