@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -25,7 +24,6 @@ from workbench.finetune import (
     learning_curve,
     load_classifier,
     load_task,
-    register_cli,
     stratified_sample,
     stratified_split,
 )
@@ -267,21 +265,8 @@ def test_learning_curve_and_summary(tiny):
 
 
 def _main(argv: list[str]) -> int:
-    """workbench.cli.main, with `finetune` registered if cli.py does not do it (yet)."""
-    build = cli.build_parser
-
-    def parser() -> argparse.ArgumentParser:
-        p = build()
-        sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-        if "finetune" not in sub.choices:
-            register_cli(sub)
-        return p
-
-    cli.build_parser = parser
-    try:
-        return cli.main(argv)
-    finally:
-        cli.build_parser = build
+    """workbench.cli.main (cli.py declares `finetune` with the other subcommands)."""
+    return cli.main(argv)
 
 
 def test_cli(tiny, tmp_path, capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -16,7 +15,6 @@ from workbench.errors import WorkbenchError
 from workbench.report import (
     load_params_file,
     record_metrics,
-    register_cli,
     write_reports_index,
 )
 from workbench.report.params import plan as _plan
@@ -70,10 +68,10 @@ def nbdir(tmp_path_factory) -> Path:
 
 
 def _cli(argv: list[str]) -> int:
-    """What workbench.cli.main does with the subcommands register_cli adds."""
-    parser = argparse.ArgumentParser(prog="workbench")
-    register_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    """What workbench.cli.main does, with the error line on stdout."""
+    from workbench.cli import build_parser
+
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except WorkbenchError as exc:
@@ -445,10 +443,8 @@ def test_sigterm_records_the_run_as_interrupted_and_stops_the_kernel(tmp_path):
     _assert_gone(kernel)
 
 
-# `workbench report|sweep` without importing workbench.cli (torch, transformers): seconds faster.
-CLI_SCRIPT = ("import argparse, sys\nfrom workbench.report import register_cli\n"
-              "p = argparse.ArgumentParser()\nregister_cli(p.add_subparsers(dest='c', required=True))\n"
-              "a = p.parse_args(sys.argv[1:])\nsys.exit(a.func(a))\n")
+# `workbench report|sweep` as the console script runs them (workbench.cli imports no torch for these).
+CLI_SCRIPT = "import sys\nfrom workbench.cli import main\nsys.exit(main())\n"
 
 
 def _assert_gone(pid: int) -> None:

@@ -20,14 +20,24 @@ from .config import (
     config_from_dict,
 )
 from .errors import WorkbenchError
-from .outputs import OutputDir, check_out_path
+from .outputs import check_out_path
 
 __all__ = ["main", "build_parser", "add_config_args", "format_table"]
 
-# Short flag names the issues and README use, mapped to config fields.
-_ALIASES = {"corpus": ["--corpus"], "objective": ["--objective"], "tokenizer": ["--tokenizer"]}
+# The demo is the notebook sequence on its defaults, with the default pretraining run of
+# `workbench pretrain` instead of nbval's quick one, so the checkpoint that 03 and 04 analyse has
+# learned MLM and NSP. 02 keeps every save_every-th checkpoint for 04's curve over pretraining,
+# and 04 probes the whole held-out task where nbval probes a sample.
+DEMO_PARAMS = {"max_steps": TrainConfig.max_steps, "eval_every": TrainConfig.eval_every,
+               "save_every": TrainConfig.save_every, "keep_every": TrainConfig.save_every,
+               "probe_max_examples": 0, "bshift_examples": 1000, "min_steps": FinetuneConfig.min_steps}
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+# The finetune results shown as a table, in this order.
+FINETUNE_SHOWN = ("task", "model", "init", "n_train", "n_validation", "n_test", "n_test_excluded", "accuracy",
+                  "macro_f1", "best_validation_accuracy", "best_step", "steps", "precision", "wall_seconds")
 
 
+# ------------------------------------------------------------------------- flags <-> configs
 def add_config_args(parser: argparse.ArgumentParser, cls: type, dest_prefix: str = "") -> None:
     """Add one ``--field-name`` flag per dataclass field, with its help text; defaults stay in the dataclass."""
     group = parser.add_argument_group(cls.__name__)
@@ -45,7 +55,8 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, dest_prefix: str
         group.add_argument(flag, **kwargs)
 
 
-def _config(cls: type, args: argparse.Namespace, dest_prefix: str = "") -> Any:
+def _config_from_args(cls: type, args: argparse.Namespace, dest_prefix: str = "") -> Any:
+    """An instance of the config dataclass ``cls`` from the flags given; the dataclass fills in the rest."""
     values = {name: getattr(args, dest_prefix + name) for name in config_fields(cls)}
     return config_from_dict(cls, {k: v for k, v in values.items() if v is not None})
 
@@ -64,8 +75,9 @@ def format_table(rows: dict[str, Any], title: str = "") -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------- data and models
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    cfg = _config(DataConfig, args)
+    cfg = _config_from_args(DataConfig, args)
     if args.out is not None:
         check_out_path(args.out)  # before the heavy imports: a refusal is instant
 
@@ -81,7 +93,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from .train import pretrain
 
-    result = pretrain(_config(TrainConfig, args), _config(MaskingConfig, args))
+    result = pretrain(_config_from_args(TrainConfig, args), _config_from_args(MaskingConfig, args))
     if result.is_main_process:
         shown = {k: v for k, v in result.eval.items() if v is not None and k != "checkpoint"}
         print(format_table(shown, f"pretrained {result.out}"))
@@ -89,75 +101,128 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-HEAD_STATS = "head_stats.csv"
-HEADS_RUN = "run.json"
-
-
 def _cmd_heads(args: argparse.Namespace) -> int:
-    cfg = _config(AttentionConfig, args)
-    out = OutputDir.open(args.out, "heads", create=False)  # before any work: a file or a foreign csv is refused
-    out.check_writable([HEAD_STATS, HEADS_RUN])
+    from .heads import run_heads
 
-    from . import attention
-    from .data import iter_documents
-    model, tokenizer = attention.load_attention_model(cfg.model)
-    documents = list(iter_documents(cfg.corpus))
-    segments = attention.sample_segments(documents, cfg.segments, tokenizer, cfg.max_seq_length, cfg.seed)
-    stats = attention.head_statistics(
-        attention.collect_attentions(model, tokenizer, segments, max_length=cfg.max_seq_length)
-    )
-    tmp = out.tmp_path(HEAD_STATS)
-    try:
-        stats.to_csv(tmp, index=False, float_format="%.5f")
-        out.commit(tmp, HEAD_STATS)
-    finally:
-        tmp.unlink(missing_ok=True)
-    out.write_json(HEADS_RUN, _heads_run(cfg, model))
-    notable = attention.notable_heads(stats)
-    print(f"{cfg.model}: {len(stats)} heads over {len(segments)} segments of {cfg.corpus}")
-    print(notable.to_string(index=False) if len(notable) else "no head passes 0.5 on [CLS]/[SEP]/prev/next")
-    print(f"head statistics: {out.path / HEAD_STATS}")
+    cfg = _config_from_args(AttentionConfig, args)
+    result = run_heads(cfg, args.out)
+    print(f"{cfg.model}: {len(result.stats)} heads over {result.n_segments} segments of {cfg.corpus}")
+    print(result.notable.to_string(index=False) if len(result.notable)
+          else "no head passes 0.5 on [CLS]/[SEP]/prev/next")
+    print(f"head statistics: {result.path}")
     return 0
 
 
-def _heads_run(cfg: AttentionConfig, model: Any) -> dict[str, Any]:
-    """The run.json beside head_stats.csv: the config and where the numbers came from."""
-    from .provenance import collect
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    cfg = _config_from_args(FinetuneConfig, args)
+    if not cfg.out:
+        raise WorkbenchError("--out is empty; pass --out DIR for results.json and predictions.tsv")
 
-    dtype = next(model.parameters()).dtype
-    record = collect(precision="bf16" if str(dtype) == "torch.bfloat16" else "fp32",
-                     attention=getattr(model.config, "_attn_implementation", None), num_processes=1,
-                     seed=cfg.seed, data_cache_key=None)
-    return {"command": "heads", "config": dataclasses.asdict(cfg), "provenance": record}
+    from .finetune import RESULTS_FILE, finetune
+
+    r = finetune(cfg).results
+    shown = {k: r[k] for k in FINETUNE_SHOWN}
+    shown["truncated"] = sum(r["truncated"].values())
+    print(format_table(shown, f"fine-tuned {cfg.model} on {cfg.task}"))
+    width = max(len(name) for name in r["labels"])
+    print(f"\n{'class'.ljust(width)}  precision  recall     f1  support")
+    for name, m in r["per_class"].items():
+        print(f"{name.ljust(width)}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:.4f}  {m['support']:7d}")
+    print(f"\nresults: {Path(cfg.out) / RESULTS_FILE}")
+    return 0
 
 
-# The demo is the notebook sequence on its defaults, with the default pretraining run of
-# `workbench pretrain` (tiny, 3,500 steps: ~10 of the ~12 minutes on 2 cores) instead of nbval's
-# quick one, so the checkpoint that 03 and 04 analyse has learned MLM and NSP. 02 keeps every
-# 500th checkpoint for 04's curve over pretraining, and 04 probes the whole held-out task
-# (>= 500 test passages) where nbval probes a sample.
-DEMO_PARAMS = {"max_steps": TrainConfig.max_steps, "eval_every": TrainConfig.eval_every,
-               "save_every": TrainConfig.save_every, "keep_every": TrainConfig.save_every,
-               "probe_max_examples": 0, "bshift_examples": 1000, "min_steps": FinetuneConfig.min_steps}
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+# ------------------------------------------------------------------------- notebook reports
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _report_params(args: argparse.Namespace) -> dict[str, Any]:
+    from .report import load_params_file
+    from .report.params import parse_assignments
+
+    params = load_params_file(args.params) if args.params else {}
+    return params | parse_assignments(args.set, "-p")  # flags override the file
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [s for s in text.split(",") if s.strip()] if text else None
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise WorkbenchError(f"--seeds {text!r} must be comma-separated integers, e.g. --seeds 0,1,2") from None
+
+
+def _interrupted(exc: Any) -> int:
+    """Exit status 128 + signal for a report.RunInterrupted, after one line saying where it was recorded."""
+    where = getattr(exc, "record", None)
+    print(f"error: interrupted by {exc}" + (f"; recorded as interrupted in {where}" if where else ""), file=sys.stderr)
+    return 128 + exc.signum
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import RunInterrupted, run_report
+
+    try:
+        result = run_report(_report_params(args), notebooks_dir=args.notebooks_dir, out_root=args.out,
+                            run_id=args.run_id, notebooks=_split(args.notebooks), timeout=args.timeout,
+                            progress=_progress)
+    except RunInterrupted as exc:
+        return _interrupted(exc)
+    if result.error:
+        print(f"error: {result.error}", file=sys.stderr)
+    print(result.index)
+    return 0 if result.ok else 1
+
+
+def _sweep_grid(args: argparse.Namespace) -> dict[str, list[str]]:
+    """The swept values of each --param, refused when a name is given twice or is also fixed with -p."""
+    from .report.params import parse_assignments
+
+    grid = {name: [v.strip() for v in value.split(",")] for name, value in parse_assignments(args.grid, "--param").items()}
+    if len(grid) != len(args.grid):
+        raise WorkbenchError("a name is given to --param twice; list all its values in one --param NAME=V1,V2")
+    both = sorted(set(grid) & set(parse_assignments(args.set, "-p")))
+    if both:
+        raise WorkbenchError(f"{', '.join(both)} is both swept (--param) and fixed (-p); drop one")
+    return grid
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .report import RunInterrupted, run_sweep
+
+    grid = _sweep_grid(args)
+    try:
+        result = run_sweep(grid, _report_params(args), notebooks_dir=args.notebooks_dir, out_root=args.out,
+                           notebooks=_split(args.notebooks), sweep_id=args.sweep_id, timeout=args.timeout,
+                           progress=_progress, seeds=_seeds(args.seeds), resume=args.resume, jobs=args.jobs)
+    except RunInterrupted as exc:
+        return _interrupted(exc)
+    for run in result.runs:
+        if run.error:
+            print(f"error: {run.run_id}: {run.error}", file=sys.stderr)
+    print(result.index)
+    return 0 if result.ok else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .report import run_report
 
-    result = run_report(DEMO_PARAMS, notebooks_dir=NOTEBOOKS_DIR, out_root=args.out,
-                        progress=lambda line: print(line, file=sys.stderr, flush=True))
+    result = run_report(DEMO_PARAMS, notebooks_dir=NOTEBOOKS_DIR, out_root=args.out, progress=_progress)
     if result.error:
         print(f"error: {result.error}", file=sys.stderr)
     print(f"report: {result.index}")
     return 0 if result.ok else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+# ------------------------------------------------------------------------- the parser
+def _add_model_commands(sub: Any) -> None:
+    """`prepare`, `pretrain`, `heads` and `finetune`: flags from the config dataclasses."""
     p = sub.add_parser("prepare", help="Build (or load) the tokenizer and the pretraining dataset; print its statistics.")
     p.add_argument("--out", type=Path, default=None, help="Output dir (default: a cache dir keyed by corpus, tokenizer and settings).")
     add_config_args(p, DataConfig)
@@ -176,15 +241,55 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, AttentionConfig)
     p.set_defaults(func=_cmd_heads)
 
-    from .finetune import register_cli as register_finetune
-    from .report import register_cli as register_report
+    p = sub.add_parser("finetune", help="Fine-tune a checkpoint for sentence (pair) classification; "
+                                        "writes OUT/results.json and OUT/predictions.tsv.")
+    add_config_args(p, FinetuneConfig)
+    p.set_defaults(func=_cmd_finetune)
 
-    register_finetune(sub)  # `finetune`
-    register_report(sub)  # `report` and `sweep`
+
+def _add_report_flags(p: argparse.ArgumentParser) -> None:
+    """The flags `report` and `sweep` share."""
+    p.add_argument("-p", "--set", action="append", metavar="NAME=VALUE",
+                   help="A notebook parameter (repeatable); overrides --params.")
+    p.add_argument("--params", metavar="FILE", help="YAML file of `name: value` notebook parameters.")
+    p.add_argument("--notebooks", metavar="LIST", help="Run only these notebooks, e.g. 01,03 (default: all).")
+    p.add_argument("--notebooks-dir", default="notebooks", help="Where the NN_name.ipynb notebooks are (default: notebooks).")
+    p.add_argument("--out", default="reports", help="Reports root (default: reports); files there that workbench did not write are kept.")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="Fail a notebook when one cell runs longer than this (default: no limit).")
+
+
+def _add_report_commands(sub: Any) -> None:
+    """`report`, `sweep` and `demo`: the notebooks run with papermill into HTML reports."""
+    p = sub.add_parser("report", help="Run the notebooks with papermill into HTML reports under reports/<run-id>/.")
+    _add_report_flags(p)
+    p.add_argument("--run-id", help="Name of the run dir (default: YYYYmmdd-HHMMSS-<hash of parameters>).")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("sweep", help="One report per combination of parameter values and seed, plus a comparison page.")
+    p.add_argument("--param", dest="grid", action="append", required=True, metavar="NAME=V1,V2",
+                   help="A swept parameter and its comma-separated values (repeatable: the cartesian product runs).")
+    _add_report_flags(p)
+    p.add_argument("--seeds", metavar="S1,S2", help="Run every combination once per seed (sets each notebook's `seed`); "
+                   "the comparison shows mean ± 95%% CI over seeds.")
+    p.add_argument("--resume", action="store_true", help="Finish the sweep with these settings (or --sweep-id): "
+                   "skip combinations that finished, re-run failed or missing ones.")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="Run N combinations at once, each with "
+                   "cores // N torch threads (default: 1).")
+    p.add_argument("--sweep-id", help="Name of the sweep (default: YYYYmmdd-HHMMSS-<hash>); runs are <id>-01, ...")
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("demo", help="Run the whole notebook sequence on the builtin defaults into an HTML report.")
     p.add_argument("--out", default="reports", help="Reports root; the run goes to OUT/<run-id>/.")
     p.set_defaults(func=_cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_model_commands(sub)
+    _add_report_commands(sub)
     return parser
 
 

@@ -62,7 +62,6 @@ __all__ = [
     "load_classifier",
     "load_task",
     "lr_grid",
-    "register_cli",
     "stratified_sample",
     "stratified_split",
 ]
@@ -874,33 +873,3 @@ def _init_order(runs: pd.DataFrame) -> Callable[[pd.Series], pd.Series]:
     order = {init: i for i, init in enumerate(dict.fromkeys(runs["init"]))}
     return lambda col: col.map(order) if col.name == "init" else col
 
-
-# --------------------------------------------------------------------------------------- CLI
-def register_cli(subparsers: Any) -> None:
-    """Add the `finetune` subcommand to ``workbench``'s subparsers."""
-    from .cli import add_config_args
-
-    p = subparsers.add_parser("finetune", help="Fine-tune a checkpoint for sentence (pair) classification; "
-                                               "writes OUT/results.json and OUT/predictions.tsv.")
-    add_config_args(p, FinetuneConfig)
-    p.set_defaults(func=_cmd_finetune)
-
-
-def _cmd_finetune(args: Any) -> int:
-    from .cli import _config, format_table
-
-    cfg = _config(FinetuneConfig, args)
-    if not cfg.out:
-        raise WorkbenchError("--out is empty; pass --out DIR for results.json and predictions.tsv")
-    r = finetune(cfg).results
-    shown = {k: r[k] for k in ("task", "model", "init", "n_train", "n_validation", "n_test", "n_test_excluded",
-                               "accuracy", "macro_f1", "best_validation_accuracy", "best_step", "steps",
-                               "precision", "wall_seconds")}
-    shown["truncated"] = sum(r["truncated"].values())
-    print(format_table(shown, f"fine-tuned {cfg.model} on {cfg.task}"))
-    width = max(len(name) for name in r["labels"])
-    print(f"\n{'class'.ljust(width)}  precision  recall     f1  support")
-    for name, m in r["per_class"].items():
-        print(f"{name.ljust(width)}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:.4f}  {m['support']:7d}")
-    print(f"\nresults: {Path(cfg.out) / RESULTS_FILE}")
-    return 0

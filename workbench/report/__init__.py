@@ -17,7 +17,6 @@ Modules by job: ``metrics`` (record_metrics), ``params`` and ``configcheck`` (pa
 
 from __future__ import annotations
 
-from .cli import register_cli
 from .metrics import METRICS_MIMETYPE, record_metrics
 from .pages import write_reports_index
 from .params import NotebookParam, find_notebooks, load_params_file, notebook_parameters
@@ -36,7 +35,6 @@ __all__ = [
     "load_params_file",
     "notebook_parameters",
     "record_metrics",
-    "register_cli",
     "run_report",
     "run_sweep",
     "write_reports_index",
