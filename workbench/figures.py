@@ -11,13 +11,13 @@ written first, so a machine without Chromium still gets it.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import WorkbenchError
+from .outputs import write_bytes_atomic
 
 __all__ = ["FIGURE_FORMATS", "IMAGE_FORMATS", "save"]
 
@@ -25,12 +25,6 @@ IMAGE_FORMATS = ("svg", "png", "pdf")
 FIGURE_FORMATS = (*IMAGE_FORMATS, "html")
 _DEFAULT_FORMATS = ("svg", "png", "html")
 _TIMEOUT_S = 300  # kaleido's default (90 s) is too short for a cold browser on a busy 2-core machine
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _targets(path: Path, formats: Sequence[str] | None) -> dict[str, Path]:
@@ -107,11 +101,11 @@ def save(fig: Any, path: str | Path, formats: Sequence[str] | None = None, scale
     if "html" in targets:  # first: it needs no browser
         html = fig.to_html(include_plotlyjs=True, full_html=True, default_width=width or "100%",
                            default_height=height or "100%")
-        _write_atomic(targets["html"], html.encode("utf-8"))
+        write_bytes_atomic(targets["html"], html.encode("utf-8"))
         written.append(targets["html"])
     images = [f for f in targets if f != "html"]
     if images:
         for f, data in _draw(fig, images, scale, width, height).items():
-            _write_atomic(targets[f], data)
+            write_bytes_atomic(targets[f], data)
             written.append(targets[f])
     return written

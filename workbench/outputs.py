@@ -38,6 +38,7 @@ __all__ = [
     "check_out_path",
     "is_workbench_temp",
     "read_json_object",
+    "write_bytes_atomic",
     "write_json_atomic",
     "write_text_atomic",
 ]
@@ -54,18 +55,23 @@ def _temp_name(name: str, kind: str = "tmp") -> str:
     return f".{name}.{kind}-{os.getpid()}.{secrets.token_hex(4)}"
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to a hidden temporary sibling, fsync it, then rename it over ``path``."""
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a hidden temporary sibling, fsync it, then rename it over ``path``."""
     path = Path(path)
     tmp = path.with_name(_temp_name(path.name))
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())  # a crash after the rename never leaves an empty file
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` as UTF-8 atomically (see :func:`write_bytes_atomic`)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

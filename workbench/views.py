@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .errors import WorkbenchError
+from .outputs import write_text_atomic
 
 __all__ = ["JS_PACKAGES", "js_dir", "head_view_html", "model_view_html", "safe_json_dumps", "save_html", "show"]
 
@@ -130,9 +131,7 @@ def save_html(view: str, path: str | Path, title: str = "bertviz view") -> Path:
     page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{html_lib.escape(title)}</title>\n</head>\n<body>\n{view}\n</body>\n</html>\n")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, page)
     return path
 
 
