@@ -104,7 +104,7 @@ def split_sentences(text: str) -> list[str]:
 
 def _pieces(text: str) -> Iterator[str]:
     """blingfire's sentences of `text`, whitespace collapsed, a window of characters at a time."""
-    # blingfire is a compiled finite-state segmenter: ~10x faster than pysbd or spaCy, no model
+    # blingfire is a compiled finite-state segmenter: much faster than pysbd or spaCy, no model
     # download (unlike nltk punkt), and it handles Wikipedia-style abbreviations/numbers well.
     # Imported here: loading prepared data (a GPU box, a notebook) needs no segmenter.
     import blingfire
