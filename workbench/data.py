@@ -503,7 +503,7 @@ def _read_saved_dataset(path: Path, column: str) -> Iterator[list[str]]:
             yield _row_text(value, f"saved dataset '{path}'", column)
 
 
-def _read_hub(name: str, column: str) -> Iterator[list[str]]:
+def _read_hub_corpus(name: str, column: str) -> Iterator[list[str]]:
     import datasets
 
     repo, _, config = name.partition(":")
@@ -633,7 +633,7 @@ def _documents(
     report: CorpusReport,
 ) -> Iterator[list[str]]:
     if paths is None:
-        raw: Iterator[list[str]] = _read_hub(source, column)
+        raw: Iterator[list[str]] = _read_hub_corpus(source, column)
     else:
         raw = (doc for path in paths for doc in _read_file(path, column, errors, report))
     yielded = 0

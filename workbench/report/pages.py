@@ -22,7 +22,7 @@ __all__ = ["INDEX_LOCK", "run_page", "write_reports_index"]
 INDEX_LOCK = ".workbench-index.lock"
 
 
-def _provenance(data: dict[str, Any]) -> str:
+def _provenance_section(data: dict[str, Any]) -> str:
     if not data:
         return ""
     shown = {k: (json.dumps(v, sort_keys=True, default=str) if isinstance(v, dict | list) else v) for k, v in data.items()}
@@ -43,7 +43,7 @@ def run_page(r: RunResult) -> str:
             + "<h2>Parameters</h2>" + (table(r.parameters) if r.parameters else "<p>defaults</p>")
             + "<h2>Headline metrics</h2>" + (table(order_metrics(r.metrics)) if r.metrics else "<p>none recorded</p>")
             + (f"<p>checkpoint: <code>{html.escape(str(r.run_dir / r.checkpoint))}</code></p>" if r.checkpoint else "")
-            + _provenance(r.provenance))
+            + _provenance_section(r.provenance))
     return page(f"Run {r.run_id}", body)
 
 
