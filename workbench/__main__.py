@@ -4,4 +4,6 @@ import sys
 
 from .cli import main
 
+__all__: list[str] = []  # run, never imported from
+
 sys.exit(main())
