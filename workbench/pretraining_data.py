@@ -55,6 +55,24 @@ BUILDER_VERSION = 1
 # Google's defaults for the masking whose random draws google_compat replays (see _google_masking_draws).
 _GOOGLE_MASKED_LM_PROB = 0.15
 _GOOGLE_MAX_PREDICTIONS = 20
+_SHARD_SCHEMA = pa.schema([
+    ("shard", pa.int64()),
+    ("doc_ids", pa.list_(pa.int64())),
+    ("docs", pa.list_(pa.list_(pa.list_(pa.int32())))),  # document -> sentence -> token ids
+])
+_GOLDEN = 0.6180339887498949
+_TOKENIZE_SENTENCES = 8192
+EXAMPLE_FEATURES = Features({
+    "input_ids": Sequence(Value("int32")),
+    "token_type_ids": Sequence(Value("int8")),
+    "next_sentence_label": Value("int64"),  # 0 IsNext / in order, 1 NotNext / swapped, IGNORE_INDEX none (mlm)
+    "truncated": Value("bool"),
+    # Provenance: document of A, sentence index where A ends, document and first sentence of B.
+    "a_doc": Value("int64"),
+    "a_end": Value("int64"),
+    "b_doc": Value("int64"),
+    "b_start": Value("int64"),
+})
 
 Doc = Seq[Seq[int]]  # a document: sentences of token ids
 
@@ -312,26 +330,6 @@ def _build_shard_batch(batch: pa.Table, *, objective: str, max_seq_length: int,
                               vocab_size=vocab_size, dupe_factor=dupe_factor)
         parts.append(pa.Table.from_pydict(part, schema=EXAMPLE_FEATURES.arrow_schema))
     return pa.concat_tables(parts)
-
-
-_SHARD_SCHEMA = pa.schema([
-    ("shard", pa.int64()),
-    ("doc_ids", pa.list_(pa.int64())),
-    ("docs", pa.list_(pa.list_(pa.list_(pa.int32())))),  # document -> sentence -> token ids
-])
-_GOLDEN = 0.6180339887498949
-_TOKENIZE_SENTENCES = 8192
-EXAMPLE_FEATURES = Features({
-    "input_ids": Sequence(Value("int32")),
-    "token_type_ids": Sequence(Value("int8")),
-    "next_sentence_label": Value("int64"),  # 0 IsNext / in order, 1 NotNext / swapped, IGNORE_INDEX none (mlm)
-    "truncated": Value("bool"),
-    # Provenance: document of A, sentence index where A ends, document and first sentence of B.
-    "a_doc": Value("int64"),
-    "a_end": Value("int64"),
-    "b_doc": Value("int64"),
-    "b_start": Value("int64"),
-})
 
 
 def _is_validation(doc_id: int, fraction: float, seed: int) -> bool:
