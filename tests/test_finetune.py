@@ -15,21 +15,18 @@ from transformers import BertForPreTraining
 
 from workbench import cli, plots
 from workbench.config import FinetuneConfig
+from workbench.curves import curve_summary, learning_curve
 from workbench.errors import WorkbenchError
 from workbench.finetune import (
     _encode,
     _predict,
     classification_metrics,
-    curve_summary,
     finetune,
-    learning_curve,
     load_classifier,
-    load_task,
     register_cli,
-    stratified_sample,
-    stratified_split,
 )
 from workbench.model import preset_config
+from workbench.tasks import load_task, stratified_sample, stratified_split
 
 SHARED = Path(__file__).parents[2] / "shared" / "data"
 FAST = {"progress": False, "eval_batch_size": 64}

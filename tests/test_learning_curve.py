@@ -9,10 +9,10 @@ import pytest
 
 from tests.test_finetune import _tiny
 from workbench.config import FinetuneConfig
+from workbench.curves import _choose_lr, curve_summary, learning_curve, lr_grid
 from workbench.data import iter_documents
 from workbench.downstream import topic_task
 from workbench.errors import WorkbenchError
-from workbench.finetune import _choose_lr, curve_summary, learning_curve, lr_grid
 from workbench.tokenizer import load_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread (conftest)
