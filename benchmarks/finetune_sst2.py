@@ -35,7 +35,9 @@ import torch
 
 from workbench.checkpoint import write_json_atomic
 from workbench.config import FinetuneConfig
-from workbench.finetune import curve_summary, finetune, learning_curve, load_task
+from workbench.curves import curve_summary, learning_curve
+from workbench.finetune import finetune
+from workbench.tasks import load_task
 
 __all__ = ["calibrate", "main", "run_main", "run_curve"]
 

@@ -46,10 +46,11 @@ from transformers import (
 
 from workbench.allocator import heap_in_use, retain_freed_memory
 from workbench.config import DataConfig, MaskingConfig, TrainConfig
+from workbench.engine import lr_multiplier, resolve_attention, resolve_precision
 from workbench.masking import PretrainingCollator
 from workbench.model import preset_config, pretraining_loss
 from workbench.pretraining_data import load_prepared, prepare_dataset
-from workbench.train import Pretrainer, lr_multiplier, resolve_attention, resolve_precision
+from workbench.train import Pretrainer
 
 __all__ = ["NSPCollator", "heldout_loss", "main", "matmul_peak_flops", "model_flops_per_token", "run_benchmark"]
 

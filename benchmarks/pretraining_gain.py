@@ -2,7 +2,7 @@
 
 Three parts, each a learning curve (100, 300, 1,000 labels x 5 seeds) of a checkpoint against
 its random twin (``random:CKPT``: the same shape and tokenizer, random weights), under the fair
-protocol of ``workbench.finetune.learning_curve``: the same label samples and seeds for both,
+protocol of ``workbench.curves.learning_curve``: the same label samples and seeds for both,
 the same learning-rate grid chosen on validation, at least ``--min-steps`` steps and then early
 stopping on validation. ``builtin:minilm`` is the ceiling (its own, smaller protocol: see the
 JSON's ``ceiling`` entry and the table's footnote).
@@ -42,9 +42,10 @@ import pandas as pd
 
 from workbench.checkpoint import write_json_atomic
 from workbench.config import DataConfig, FinetuneConfig, MaskingConfig, TrainConfig
+from workbench.curves import curve_summary, learning_curve
 from workbench.downstream import BUILTIN_WIKIPEDIA_TOPICS
-from workbench.finetune import TaskData, curve_summary, learning_curve, load_task, stratified_sample
 from workbench.stats import describe_difference
+from workbench.tasks import TaskData, load_task, stratified_sample
 
 __all__ = ["PARTS", "ensure_checkpoint", "flattening", "main", "part_task", "print_table"]
 

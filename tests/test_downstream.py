@@ -15,8 +15,8 @@ from workbench.downstream import (
     topic_task,
 )
 from workbench.errors import WorkbenchError
-from workbench.finetune import load_task
 from workbench.pretraining_data import is_held_out, prepare_dataset
+from workbench.tasks import load_task
 from workbench.tokenizer import load_tokenizer
 
 NGRAM = 10  # token windows: a test passage's 10-gram found in pretraining text would be a leak

@@ -110,7 +110,7 @@ def _no_work(monkeypatch) -> None:
 
     monkeypatch.setattr(pretraining_data, "_resolve_tokenizer", started)
     monkeypatch.setattr(pretraining_data, "load_prepared", started)
-    monkeypatch.setattr("workbench.train.load_prepared", started)
+    monkeypatch.setattr("workbench.pretrain_setup.load_prepared", started)
     monkeypatch.setattr(attention, "load_attention_model", started)
     monkeypatch.setattr(finetune_module, "load_task", started)
 

@@ -24,9 +24,10 @@ from workbench.cli import build_parser, main
 from workbench.config import FinetuneConfig
 from workbench.data import CorpusReport, iter_documents, source_fingerprint
 from workbench.errors import WorkbenchError
-from workbench.finetune import finetune, load_classifier, load_task
+from workbench.finetune import finetune, load_classifier
 from workbench.model import build_model
 from workbench.pretraining_data import build_examples, truncate_seq_pair
+from workbench.tasks import load_task
 from workbench.tokenizer import tokenizer_fingerprint, train_tokenizer
 
 

@@ -12,22 +12,18 @@ import pytest
 import torch
 from transformers import BertForPreTraining
 
-from workbench import cli, plots
+from workbench import cli
 from workbench.config import FinetuneConfig
 from workbench.errors import WorkbenchError
 from workbench.finetune import (
     _encode,
     _predict,
     classification_metrics,
-    curve_summary,
     finetune,
-    learning_curve,
     load_classifier,
-    load_task,
-    stratified_sample,
-    stratified_split,
 )
 from workbench.model import preset_config
+from workbench.tasks import load_task
 
 SHARED = Path(__file__).parents[2] / "shared" / "data"
 FAST = {"progress": False, "eval_batch_size": 64}
@@ -119,40 +115,6 @@ def test_minilm_learns_sst2_slice(tmp_path):
     assert results["accuracy"] > 0.7, results["accuracy"]
 
 
-def test_stratified_split_proportions():
-    labels = ["a"] * 600 + ["b"] * 300 + ["c"] * 100
-    test, val, train = stratified_split(labels, [0.2, 0.1], seed=0)
-    assert (len(test), len(val), len(train)) == (200, 100, 700)
-    assert len(np.intersect1d(test, val)) == len(np.intersect1d(test, train)) == len(np.intersect1d(val, train)) == 0
-    assert sorted(np.concatenate([test, val, train]).tolist()) == list(range(1000))
-    y = np.array(labels)
-    for part, share in ((test, 0.2), (val, 0.1), (train, 0.7)):
-        assert {c: int((y[part] == c).sum()) for c in "abc"} == {"a": 600 * share, "b": 300 * share, "c": 100 * share}
-    assert np.array_equal(stratified_split(labels, [0.2], 0)[0], stratified_split(labels, [0.2], 0)[0])
-    assert not np.array_equal(stratified_split(labels, [0.2], 0)[0], stratified_split(labels, [0.2], 1)[0])
-    sample = stratified_sample(["a"] * 97 + ["b"] * 2 + ["c"], 10, seed=3)
-    assert len(sample) == 10 and set(np.array(["a"] * 97 + ["b"] * 2 + ["c"])[sample]) == {"a", "b", "c"}
-
-
-def test_load_task_splits(tmp_path):
-    rt = load_task(FinetuneConfig(task="builtin:rt-polarity"))
-    assert rt.sizes == {"train": 140, "validation": 20, "test": 40}
-    for split in rt.splits.values():  # the 100/100 balance holds in every split
-        counts = split["label"].value_counts()
-        assert counts["neg"] == counts["pos"]
-    sst = load_task(FinetuneConfig(task=str(SHARED / "sst2"), max_validation=0))
-    assert sst.sizes == {"train": 60614, "validation": 6735, "test": 872} and sst.labels == ["0", "1"] and not sst.pairs
-    ag = load_task(FinetuneConfig(task=str(SHARED / "agnews")))  # train + test: validation carved from train
-    assert ag.sizes == {"train": 9001, "validation": 1000, "test": 7600}
-    assert ag.labels == ["Business", "Sci/Tech", "Sports", "World"]
-    assert "no validation split" in ag.notes[0]
-    pairs = tmp_path / "pairs.csv"  # one comma-separated file of sentence pairs
-    pd.DataFrame({"sentence1": ["a cat, it sat"] * 40, "sentence2": ["a dog"] * 40,
-                  "label": ["yes", "no"] * 20}).to_csv(pairs, index=False)
-    task = load_task(FinetuneConfig(task=str(pairs)))
-    assert task.pairs and list(task.splits["train"].columns) == ["text", "text_b", "label"]
-
-
 def test_unseen_test_labels_and_truncation(tiny, tmp_path):
     long = " ".join(["wonderful"] * 40)
     train = [(f"good film {i}" if i % 2 else f"bad film {i}", str(i % 2)) for i in range(60)] + [(long, "1")] * 3
@@ -172,37 +134,6 @@ def test_unseen_test_labels_and_truncation(tiny, tmp_path):
     scored = pred[pred["scored"]]
     assert len(pred) == 5 and len(scored) == 3
     assert results["accuracy"] == pytest.approx((scored["prediction"] == scored["label"]).mean())
-
-
-@pytest.mark.parametrize("files, match", [
-    ({"train.tsv": ("sentence", "y")}, "no label column 'label'"),
-    ({"train.tsv": ("words", "label")}, "no text column"),
-    ({"train.tsv": "one-class", "test.tsv": None}, "one class only"),
-    ({"train.tsv": None, "test.tsv": "empty"}, "the test split is empty"),
-    ({"validation.tsv": None, "test.tsv": None}, "no train split"),
-])
-def test_bad_task_files(tmp_path, files, match):
-    for name, spec in files.items():
-        if spec == "empty":
-            rows, columns = [], ("sentence", "label")
-        elif spec == "one-class":
-            rows, columns = [(f"text {i}", "1") for i in range(20)], ("sentence", "label")
-        else:
-            columns = spec or ("sentence", "label")
-            rows = [(f"text {i}", str(i % 2)) for i in range(20)]
-        _write(tmp_path / name, rows, columns)
-    with pytest.raises(WorkbenchError, match=match):
-        load_task(FinetuneConfig(task=str(tmp_path)))
-
-
-@pytest.mark.parametrize("task, match", [
-    ("builtin:imdb", "unknown builtin task"),
-    ("./no/such/dir", "does not exist"),
-    ("glue/sst2", "could not be loaded from the Hugging Face hub"),  # offline in tests
-])
-def test_bad_task_specs(task, match):
-    with pytest.raises(WorkbenchError, match=match):
-        load_task(FinetuneConfig(task=task))
 
 
 def test_bad_model_input(tiny, tmp_path, minilm_tokenizer):
@@ -243,25 +174,6 @@ def test_classification_metrics_by_hand():
     assert m["confusion_matrix"][0] == [2, 1, 0, 0] and m["confusion_matrix"][1] == [0, 1, 1, 0]
     assert m["per_class"]["x"] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "f1": pytest.approx(0.8), "support": 3}
     assert m["macro_f1"] == pytest.approx(_hand_macro_f1(["x", "x", "x", "y", "y", "z"], ["x", "x", "y", "y", "z", "z"]))
-
-
-def test_learning_curve_and_summary(tiny):
-    base = FinetuneConfig(max_steps=3, eval_every=3, lr_grid="none", **FAST)
-    done: list[dict] = []
-    runs = learning_curve([tiny, f"random:{tiny}"], "builtin:rt-polarity", sizes=[10, 0, 1000], seeds=[0, 1],
-                          base=base, verbose=False, on_run=done.append)
-    assert done == runs.to_dict("records")
-    assert list(runs.columns[:5]) == ["n_train", "init", "seed", "accuracy", "macro_f1"]
-    assert len(runs) == 8 and sorted(set(runs["n_train"])) == [10, 140]  # 0 and 1000 both mean all 140
-    summary = curve_summary(runs)
-    assert list(summary["init"]) == [tiny, tiny, f"random:{tiny}", f"random:{tiny}"]
-    assert {"n_train", "init", "accuracy_mean", "accuracy_std", "runs"} <= set(summary.columns)
-    assert (summary["runs"] == 2).all() and (runs["chosen"]).all() and (runs["lr"] == base.lr).all()
-    assert summary.iloc[0]["baseline"] == f"random:{tiny}" and summary.iloc[2]["baseline"] == ""
-    first = runs[(runs["init"] == tiny) & (runs["n_train"] == 10)]["accuracy"]
-    assert summary.iloc[0]["accuracy_mean"] == pytest.approx(first.mean())
-    assert summary.iloc[0]["accuracy_std"] == pytest.approx(first.std())
-    plots.learning_curve(summary)
 
 
 def _main(argv: list[str]) -> int:

@@ -15,10 +15,6 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
-# Known cycles another change is removing, as the edge that closes them. finetune.load_task
-# imports downstream lazily, and downstream builds on finetune.TaskData: splitting the task
-# loading out of finetune.py (the engine refactor) ends it. Delete the entry then.
-PENDING_EDGES = {("workbench.finetune", "workbench.downstream")}
 
 
 def _modules(root: Path) -> dict[str, Path]:
@@ -123,8 +119,6 @@ def test_import_graph_finds_a_cycle_through_a_lazy_relative_import(tmp_path):
 # ----------------------------------------------------------------------------- workbench
 def test_workbench_has_no_import_cycle():
     graph = import_graph(PACKAGE)
-    for src, dst in PENDING_EDGES:
-        graph.get(src, set()).discard(dst)
     assert len(graph) > 20 and "workbench.report.runner" in graph
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 
 from tests.test_finetune import _tiny
+from workbench import plots
 from workbench.config import FinetuneConfig
+from workbench.curves import _choose_lr, curve_summary, learning_curve, lr_grid
 from workbench.data import iter_documents
 from workbench.downstream import topic_task
 from workbench.errors import WorkbenchError
-from workbench.finetune import _choose_lr, curve_summary, learning_curve, lr_grid
 from workbench.tokenizer import load_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread (conftest)
@@ -80,3 +81,22 @@ def test_summary_pairs_each_init_with_its_random_twin_by_seed():
     assert ckpt["gain_ci_high"] == pytest.approx(0.121279, abs=1e-5)
     twin = summary[summary["init"] == "random:ckpt"].iloc[0]
     assert twin["lr"] == 3e-3 and twin["accuracy_mean"] == pytest.approx(0.62) and twin["baseline"] == ""
+
+
+def test_learning_curve_and_summary(tiny):
+    base = FinetuneConfig(max_steps=3, eval_every=3, lr_grid="none", progress=False, eval_batch_size=64)
+    done: list[dict] = []
+    runs = learning_curve([tiny, f"random:{tiny}"], "builtin:rt-polarity", sizes=[10, 0, 1000], seeds=[0, 1],
+                          base=base, verbose=False, on_run=done.append)
+    assert done == runs.to_dict("records")
+    assert list(runs.columns[:5]) == ["n_train", "init", "seed", "accuracy", "macro_f1"]
+    assert len(runs) == 8 and sorted(set(runs["n_train"])) == [10, 140]  # 0 and 1000 both mean all 140
+    summary = curve_summary(runs)
+    assert list(summary["init"]) == [tiny, tiny, f"random:{tiny}", f"random:{tiny}"]
+    assert {"n_train", "init", "accuracy_mean", "accuracy_std", "runs"} <= set(summary.columns)
+    assert (summary["runs"] == 2).all() and (runs["chosen"]).all() and (runs["lr"] == base.lr).all()
+    assert summary.iloc[0]["baseline"] == f"random:{tiny}" and summary.iloc[2]["baseline"] == ""
+    first = runs[(runs["init"] == tiny) & (runs["n_train"] == 10)]["accuracy"]
+    assert summary.iloc[0]["accuracy_mean"] == pytest.approx(first.mean())
+    assert summary.iloc[0]["accuracy_std"] == pytest.approx(first.std())
+    plots.learning_curve(summary)

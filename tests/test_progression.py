@@ -13,10 +13,10 @@ from workbench.checkpoint import TRAINING_STATE, prune_checkpoints
 from workbench.config import DataConfig, TrainConfig
 from workbench.downstream import load_downstream_task
 from workbench.errors import WorkbenchError
-from workbench.finetune import TaskData, stratified_sample
 from workbench.outputs import OutputDir
 from workbench.pretraining_data import prepare_dataset
 from workbench.progression import by_step, run_evals
+from workbench.tasks import TaskData, stratified_sample
 from workbench.train import pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread (conftest)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from workbench.cli import main
 from workbench.config import FinetuneConfig
-from workbench.finetune import load_task
+from workbench.tasks import load_task
 from workbench.tokenizer import load_tokenizer
 
 

@@ -20,15 +20,7 @@ from workbench.config import DataConfig, MaskingConfig, TrainConfig
 from workbench.errors import WorkbenchError
 from workbench.model import PretrainingModule
 from workbench.pretraining_data import prepare_dataset
-from workbench.train import (
-    Pretrainer,
-    ResumableBatchSampler,
-    cpu_supports_bf16,
-    lr_multiplier,
-    pretrain,
-    resolve_attention,
-    resolve_precision,
-)
+from workbench.train import Pretrainer, ResumableBatchSampler, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,19 +50,6 @@ def _cli(*args: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ pieces of the loop
-def test_linear_schedule_warms_up_then_decays():
-    f = [lr_multiplier(s, 100, 10, "linear") for s in range(100)]
-    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
-    assert f[10] == pytest.approx(1.0) and all(a > b for a, b in zip(f[10:], f[11:], strict=False))
-    assert f[-1] == pytest.approx(1 / 90) and min(f) > 0
-
-
-def test_one_cycle_schedule():
-    f = [lr_multiplier(s, 100, 30, "one_cycle") for s in range(100)]
-    assert f[0] < 0.1 and f[29] == pytest.approx(1.0) and max(f) == pytest.approx(1.0)
-    assert f[-1] < 1e-3 and all(a >= b for a, b in zip(f[29:], f[30:], strict=False))
-
-
 def test_sampler_covers_each_epoch_and_resumes_mid_epoch():
     sampler = ResumableBatchSampler(10, 3, seed=1)
     it = iter(sampler)
@@ -84,21 +63,6 @@ def test_sampler_covers_each_epoch_and_resumes_mid_epoch():
     resumed = iter(again)
     assert [next(resumed) for _ in range(4)] == expected
     assert after != epoch0[:2]  # a new permutation each epoch
-
-
-def test_precision_resolution():
-    cpu = torch.device("cpu")
-    assert resolve_precision("fp32", cpu) == "fp32"
-    assert resolve_precision("bf16", cpu) == "bf16"
-    assert resolve_precision("auto", cpu) == ("bf16" if cpu_supports_bf16() else "fp32")
-
-
-def test_attention_resolution():
-    assert resolve_attention("auto", torch.device("cpu")) == "eager"  # CPU flash backward is slower
-    assert resolve_attention("auto", torch.device("cuda")) == "sdpa"
-    assert resolve_attention("sdpa", torch.device("cpu")) == "sdpa"
-    with pytest.raises(WorkbenchError, match="attention 'flash' is not one of auto, sdpa, eager"):
-        TrainConfig(attention="flash")
 
 
 def test_eager_and_sdpa_attention_train_alike(nsp_data, tmp_path):

@@ -29,8 +29,8 @@ import pandas as pd
 from .config import DataConfig
 from .data import iter_documents
 from .errors import WorkbenchError
-from .finetune import TaskData, stratified_split
 from .pretraining_data import is_held_out
+from .tasks import TaskData, stratified_split
 
 __all__ = [
     "BUILTIN_WIKIPEDIA_TOPICS",

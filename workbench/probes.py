@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from .data import split_sentences
+from .engine import resolve_attention
 from .errors import WorkbenchError
-from .finetune import TaskData, load_classifier, stratified_sample
+from .finetune import load_classifier
 from .stats import mean_ci, paired_difference
-from .train import resolve_attention
+from .tasks import TaskData, stratified_sample
 
 __all__ = [
     "L2_GRID",
