@@ -30,7 +30,7 @@ from .config import DataConfig
 from .data import iter_documents
 from .errors import WorkbenchError
 from .pretraining_data import is_held_out
-from .tasks import TaskData, stratified_split
+from .splits import TaskData, stratified_split
 
 __all__ = [
     "BUILTIN_WIKIPEDIA_TOPICS",
