@@ -102,7 +102,7 @@ def _cmd_heads(args: argparse.Namespace) -> int:
     from .data import iter_documents
     model, tokenizer = attention.load_attention_model(cfg.model)
     documents = list(iter_documents(cfg.corpus))
-    segments = attention.sample_segments(documents, cfg.segments, tokenizer, cfg.max_seq_length, cfg.seed)
+    segments = attention.sample_segments(documents, cfg.num_segments, tokenizer, cfg.max_seq_length, cfg.seed)
     stats = attention.head_statistics(
         attention.collect_attentions(model, tokenizer, segments, max_length=cfg.max_seq_length)
     )
