@@ -37,17 +37,16 @@ def _cell(value: Any, digits: int) -> str:
 
 def html_table(frame: pd.DataFrame, title: str = "", digits: int = 4, index: bool = True) -> str:
     """An HTML table of ``frame`` with every header, index and cell escaped."""
-    def row(cells: list[Any], tag: str) -> str:
-        return "<tr>" + "".join(
-            f'<{tag} style="{_CELL_STYLE.format(align="left" if tag == "th" else "right")}">{_cell(c, digits)}</{tag}>'
-            for c in cells) + "</tr>"
+    def cell(value: Any, tag: str) -> str:
+        align = "left" if tag == "th" else "right"  # names left, numbers right
+        return f'<{tag} style="{_CELL_STYLE.format(align=align)}">{_cell(value, digits)}</{tag}>'
 
-    names = ([frame.index.name or ""] if index else []) + [str(c) for c in frame.columns]
-    body = [row(([i] if index else []) + list(r), "td") for i, r in zip(frame.index, frame.itertuples(index=False),
-                                                                         strict=True)]
+    head = "".join(cell(c, "th") for c in ([frame.index.name or ""] if index else []) + list(frame.columns))
+    body = "".join("<tr>" + (cell(i, "th") if index else "") + "".join(cell(v, "td") for v in values) + "</tr>"
+                   for i, values in zip(frame.index, frame.itertuples(index=False), strict=True))
     caption = f'<caption style="text-align:left;font-weight:bold">{html.escape(title)}</caption>' if title else ""
-    return (f'<table class="wb-table" style="{_TABLE_STYLE}">{caption}<thead>{row(names, "th")}</thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+    return (f'<table class="wb-table" style="{_TABLE_STYLE}">{caption}<thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>")
 
 
 @dataclass
