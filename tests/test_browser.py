@@ -250,7 +250,7 @@ def test_attention_notebook_views_render_in_lab(lab_page: tuple[Page, Watch], la
     """03_attention (small parameters, hostile sentence B): head view and heatmaps render, no script runs."""
     nb = nbformat.read(REPO / "notebooks" / "03_attention.ipynb", as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    small = {"segments": 4, "ablation_segments": 1, "max_seq_length": 32, "n_clusters": 2, "sentence_b": HOSTILE}
+    small = {"num_segments": 4, "ablation_segments": 1, "max_seq_length": 32, "n_clusters": 2, "sentence_b": HOSTILE}
     for name, value in small.items():
         cell.source, n = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", cell.source, flags=re.M)
         assert n == 1, f"03_attention has no parameter {name}"

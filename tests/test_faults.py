@@ -68,7 +68,7 @@ def _argv(command: str, world: dict[str, Path], out: Path, *extra: str) -> list[
                     "--cache-dir", str(world["cache"])],
         "pretrain": ["pretrain", "--data", str(world["data"]), "--preset", "tiny", "--max-steps", "2",
                      "--batch-size", "4", "--eval-every", "0", "--save-every", "0", "--seed", "1", "--no-progress"],
-        "heads": ["heads", "--model", str(world["run"]), "--corpus", str(world["corpus"]), "--segments", "4",
+        "heads": ["heads", "--model", str(world["run"]), "--corpus", str(world["corpus"]), "--num-segments", "4",
                   "--max-seq-length", "32"],
         "finetune": ["finetune", "--model", str(world["run"]), "--task", "builtin:rt-polarity", "--max-steps", "2",
                      "--max-length", "32", "--batch-size", "8", "--no-progress"],

@@ -77,11 +77,11 @@ def test_heads_writes_run_json_with_every_provenance_field(tiny_bert, wiki_docum
     corpus = tmp_path / "corpus.txt"  # four real documents, a blank line between them
     corpus.write_text("\n\n".join(" ".join(doc[:6]) for doc in wiki_documents[:4]) + "\n")
     out = tmp_path / "heads"
-    assert cli.main(["heads", "--model", str(model), "--corpus", str(corpus), "--segments", "4",
+    assert cli.main(["heads", "--model", str(model), "--corpus", str(corpus), "--num-segments", "4",
                      "--max-seq-length", "32", "--seed", "9", "--out", str(out)]) == 0
     run = json.loads((out / "run.json").read_text())
     assert (out / "head_stats.csv").is_file() and run["command"] == "heads"
-    assert run["config"]["model"] == str(model) and run["config"]["segments"] == 4
+    assert run["config"]["model"] == str(model) and run["config"]["num_segments"] == 4
     record = run["provenance"]
     assert set(provenance.FIELDS) <= set(record)
     assert record["attention"] == "eager" and record["precision"] == "fp32"  # attentions need eager

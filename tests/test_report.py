@@ -17,6 +17,7 @@ from workbench.report import (
     record_metrics,
     write_reports_index,
 )
+from workbench.report.params import injected
 from workbench.report.params import plan as _plan
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -32,15 +33,15 @@ NOTEBOOKS = {
         'go.Figure(go.Scatter(x=[1, 2, 3], y=[7.25, 8.5, 9.75], name="TRACE_01")).show()',
     ),
     "02_pretraining": (
-        'steps = 3  # optimizer steps (papermill#864: 0 = skip)\nout_dir = ""\nmask_rate = 0.15\n',
+        'steps = 3  # optimizer steps (papermill#864: 0 = skip)\nout = ""\nmask_rate = 0.15\n',
         "import json, os\n"
-        "os.makedirs(out_dir, exist_ok=True)\n"
-        'with open(os.path.join(out_dir, "metrics.jsonl"), "w") as f:\n'
+        "os.makedirs(out, exist_ok=True)\n"
+        'with open(os.path.join(out, "metrics.jsonl"), "w") as f:\n'
         "    for step in range(1, steps + 1):\n"
         '        f.write(json.dumps({"type": "train", "step": step, "loss": 5.0 / step + mask_rate}) + "\\n")\n'
         '    f.write(json.dumps({"type": "eval", "step": steps, "mlm_accuracy": 0.5 - mask_rate / 2}) + "\\n")',
         "from workbench.report import record_metrics\n"
-        "record_metrics(final_loss=5.0 / steps + mask_rate, headline=2, out_dir_seen=out_dir)",
+        "record_metrics(final_loss=5.0 / steps + mask_rate, headline=2, out_seen=out)",
     ),
     "03_finetune": (
         'model = "builtin:minilm"\n',
@@ -126,7 +127,7 @@ def test_yaml_params_and_flag_override(main_run):
 def test_checkpoint_of_02_is_model_of_03(main_run):
     _, run_dir, run = main_run
     checkpoint = str((run_dir / "checkpoint").resolve())
-    assert run["metrics"]["out_dir_seen"] == checkpoint
+    assert run["metrics"]["out_seen"] == checkpoint
     assert run["metrics"]["model_seen"] == checkpoint and run["metrics"]["model_exists"] is True
     assert (run_dir / "checkpoint" / "metrics.jsonl").is_file()
 
@@ -152,8 +153,8 @@ def test_unknown_or_mistyped_parameter_runs_nothing(nbdir, tmp_path, capsys):
         _plan({"steps": 1.5}, nbdir, None)
     with pytest.raises(WorkbenchError, match="not in the parameters cell of 01_data"):
         _plan({"steps": "3"}, nbdir, ["01"])  # only the selected notebooks count
-    with pytest.raises(WorkbenchError, match="out_dir is set by the report runner"):
-        _plan({"out_dir": "x"}, nbdir, None)
+    with pytest.raises(WorkbenchError, match="out is set by the report runner"):
+        _plan({"out": "x"}, nbdir, None)
     with pytest.raises(WorkbenchError, match="no notebook '05'"):
         _plan({}, nbdir, ["05"])
 
@@ -174,6 +175,20 @@ def test_coercion_and_wiring_plan(nbdir):
     assert plan.params == {"mask_rate": 0.3, "steps": 100, "fail": True}
     assert plan.producer == 1 and plan.consumers == [2]
     assert _plan({"model": "builtin:minilm"}, nbdir, None).consumers == []  # explicit model wins
+
+
+def test_out_of_the_training_notebook_is_the_runners_and_a_readers_out_the_users(tmp_path):
+    # As 02 and 04: 02 declares out (it trains), 04 declares model and its own out (its results dir).
+    _write_notebook(tmp_path / "01_train.ipynb", 'out = ""\nsteps = 3\n', "pass")
+    _write_notebook(tmp_path / "02_read.ipynb", 'model = "builtin:minilm"\nout = "results"\n', "pass")
+    p = _plan({"out": "mine"}, tmp_path, None)
+    assert p.producer == 0 and p.consumers == [1]
+    assert injected(p, 0, "CKPT") == {"out": "CKPT"}
+    assert injected(p, 1, "CKPT") == {"out": "mine", "model": "CKPT"}
+    alone = _plan({"out": "mine"}, tmp_path, ["02"])  # a reader alone makes no checkpoint
+    assert alone.producer is None and injected(alone, 0, "CKPT") == {"out": "mine"}
+    with pytest.raises(WorkbenchError, match="out is set by the report runner for 01_train"):
+        _plan({"out": "mine"}, tmp_path, ["01"])
 
 
 def test_params_file_must_be_flat(tmp_path):
@@ -462,8 +477,8 @@ def _assert_gone(pid: int) -> None:
 # --------------------------------------------------------------------------- seeded sweeps (13.3)
 
 TRAIN_CELL = """import json, os
-os.makedirs(out_dir, exist_ok=True)
-with open(os.path.join(out_dir, "metrics.jsonl"), "w") as f:
+os.makedirs(out, exist_ok=True)
+with open(os.path.join(out, "metrics.jsonl"), "w") as f:
     for step in range(1, steps + 1):
         f.write(json.dumps({"type": "train", "step": step, "loss": 5.0 / step + mask_rate + 0.01 * seed}) + "\\n")
     f.write(json.dumps({"type": "eval", "step": steps, "mlm_accuracy": 0.5 - mask_rate / 2}) + "\\n")
@@ -477,7 +492,7 @@ record_metrics(noisy=0.5 * seed + 0.1 * mask_rate, downstream_task="toy", downst
 @pytest.fixture(scope="module")
 def train_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train")
-    _write_notebook(root / "01_train.ipynb", 'steps = 3\nout_dir = ""\nmask_rate = 0.15\nseed = 0\n', TRAIN_CELL)
+    _write_notebook(root / "01_train.ipynb", 'steps = 3\nout = ""\nmask_rate = 0.15\nseed = 0\n', TRAIN_CELL)
     return root
 
 

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.views import JS_PACKAGES, head_view_html, model_view_html, safe_json_dumps
+from workbench.views import (
+    JS_PACKAGES,
+    HeadView,
+    head_view,
+    head_view_html,
+    model_view,
+    model_view_html,
+    safe_json_dumps,
+)
 
 HOSTILE = ["[CLS]", "</script><script>alert(2)</script>", "<img src=x onerror=alert(1)>",
            "javascript:alert(3)", "&amp;", "[SEP]"]
@@ -63,3 +71,21 @@ def test_makefile_installs_the_same_js_packages():
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     line = re.search(r"^JS_PACKAGES := (.*)$", makefile, re.M).group(1)
     assert set(line.split()) == set(JS_PACKAGES)
+
+
+@pytest.mark.parametrize("make", [head_view, model_view])
+def test_head_view_objects_show_the_same_safe_fragment(make, tmp_path):
+    view = make(_attn(), HOSTILE, sentence_b_start=3)
+    assert isinstance(view, HeadView) and view.tokens == HOSTILE and view.attentions.shape == (2, 3, 6, 6)
+    page = view._repr_html_()
+    assert page is view.html and not re.search(r"<script[^>]+src=", page)
+    for token in HOSTILE[1:3]:
+        assert token not in page
+    assert "HeadView" in repr(view) and "0." not in repr(view)  # the attention array stays out of the repr
+    saved = view.save(tmp_path / "view.html")
+    assert saved.read_text(encoding="utf-8").count("requirejs") >= 1
+
+
+def test_head_view_fails_when_made_not_when_displayed():
+    with pytest.raises(WorkbenchError, match="covers 6 tokens"):
+        head_view(_attn(), HOSTILE[:4])

@@ -218,7 +218,7 @@ class AttentionConfig:
 
     model: str = _help("Checkpoint dir, hub name or builtin:minilm.", "builtin:minilm")
     corpus: str = _help("Corpus the segments are sampled from (as DataConfig.corpus).", "builtin:wikipedia")
-    segments: int = _help("Corpus segments for the per-head statistics (Clark et al. used 1000).", 48)
+    num_segments: int = _help("Corpus segments for the per-head statistics (Clark et al. used 1000).", 48)
     ablation_segments: int = _help("Segments for head ablation; each head costs one pass over them.", 4)
     max_seq_length: int = _help("Tokens per segment.", 128)
     n_clusters: int = _help("Head clusters (Jensen-Shannon distance, average linkage).", 6)
@@ -229,7 +229,7 @@ class AttentionConfig:
     head: int = _help("Head shown in the attention map.", 0)
 
     def __post_init__(self) -> None:
-        _check(self.segments >= 1, f"segments {self.segments} must be 1 or more")
+        _check(self.num_segments >= 1, f"num_segments {self.num_segments} must be 1 or more")
         _check(self.ablation_segments >= 1, f"ablation_segments {self.ablation_segments} must be 1 or more")
         _check(8 <= self.max_seq_length <= 512, f"max_seq_length {self.max_seq_length} must be in [8, 512]")
         _check(self.n_clusters >= 1, f"n_clusters {self.n_clusters} must be 1 or more")

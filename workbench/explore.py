@@ -1,6 +1,8 @@
 """Corpus and masking exploration for the notebooks: length summaries, vocab coverage, HTML views.
 
-Everything that renders text escapes it first: corpus text is data, never markup.
+Everything that renders text escapes it first: corpus text is data, never markup. The views
+(:class:`MaskView`, :class:`PairView`, :class:`PairsView`, :class:`~workbench.results.StatsTable`)
+show themselves when a notebook cell ends with them.
 """
 
 from __future__ import annotations
@@ -16,15 +18,21 @@ import torch
 
 from .config import MaskingConfig
 from .masking import ACTION_KEEP, ACTION_MASK, ACTION_NONE, ACTION_RANDOM, VocabInfo, mask_tokens
+from .results import StatsTable
 
 __all__ = [
     "stats_frame",
+    "stats_table",
     "tokenize_documents",
     "masking_stats",
     "LengthSummary",
     "MaskView",
     "length_summary",
     "vocab_coverage",
+    "PairView",
+    "PairsView",
+    "pair_view",
+    "pairs_view",
     "pair_html",
     "mask_example",
     "mask_html",
@@ -50,10 +58,12 @@ class LengthSummary:
 
 def stats_frame(stats: dict[str, Any]) -> Any:
     """A one-column pandas table of a statistics dict, for display in a notebook."""
-    import pandas as pd
+    return StatsTable(stats).frame
 
-    return pd.DataFrame({"value": [str(round(v, 4)) if isinstance(v, float) else str(v) for v in stats.values()]},
-                        index=list(stats))
+
+def stats_table(stats: dict[str, Any], title: str = "") -> StatsTable:
+    """A statistics dict as a table that shows itself (its ``.frame`` is :func:`stats_frame`'s)."""
+    return StatsTable(dict(stats), title)
 
 
 def tokenize_documents(tokenizer: Any, documents: Sequence[Sequence[str]]) -> list[list[list[int]]]:
@@ -136,15 +146,53 @@ def _chip(text: str, colour: str, title: str = "") -> str:
             f'display:inline-block;font-family:monospace"{tip}>{html.escape(text)}</span>')
 
 
+_PAIR_LABELS = {0: "IsNext (B follows A) / in order", 1: "NotNext (B from another document) / swapped"}
+
+
+@dataclass
+class PairView:
+    """One NSP/SOP example: its word pieces, their segment (0 = A, 1 = B) and its label."""
+
+    tokens: list[str]
+    segments: list[int]
+    label: int  # next_sentence_label; -100 for a packed MLM segment
+
+    @property
+    def caption(self) -> str:
+        """What the label means, in words."""
+        return _PAIR_LABELS.get(self.label, "packed MLM segment")
+
+    def _repr_html_(self) -> str:
+        chips = "".join(_chip(t, _B if s else _A) for t, s in zip(self.tokens, self.segments, strict=True))
+        return (f'<div style="line-height:1.9"><b>{html.escape(self.caption)}</b> · {len(self.tokens)} tokens'
+                f"<br>{chips}</div>")
+
+
+@dataclass
+class PairsView:
+    """Several examples shown one under the other."""
+
+    pairs: list[PairView]
+
+    def _repr_html_(self) -> str:
+        return "".join(p._repr_html_() for p in self.pairs)
+
+
+def pair_view(tokenizer: Any, example: dict[str, Any]) -> PairView:
+    """One NSP/SOP example (a row of the prepared dataset) as a :class:`PairView`."""
+    tokens = tokenizer.convert_ids_to_tokens(list(example["input_ids"]))
+    segments = list(example.get("token_type_ids") or [0] * len(tokens))
+    return PairView(tokens, segments, int(example.get("next_sentence_label", -100)))
+
+
+def pairs_view(tokenizer: Any, examples: Sequence[dict[str, Any]]) -> PairsView:
+    """Examples of the prepared dataset as a :class:`PairsView` (segment A blue, B amber, the label)."""
+    return PairsView([pair_view(tokenizer, e) for e in examples])
+
+
 def pair_html(tokenizer: Any, example: dict[str, Any]) -> str:
     """One NSP/SOP example as HTML: segment A blue, segment B amber, and its label."""
-    tokens = tokenizer.convert_ids_to_tokens(list(example["input_ids"]))
-    types = list(example.get("token_type_ids") or [0] * len(tokens))
-    chips = "".join(_chip(t, _B if s else _A) for t, s in zip(tokens, types, strict=True))
-    label = example.get("next_sentence_label", -100)
-    names = {0: "IsNext (B follows A) / in order", 1: "NotNext (B from another document) / swapped"}
-    caption = html.escape(names.get(label, "packed MLM segment"))
-    return f'<div style="line-height:1.9"><b>{caption}</b> · {len(tokens)} tokens<br>{chips}</div>'
+    return pair_view(tokenizer, example)._repr_html_()
 
 
 @dataclass
@@ -165,6 +213,9 @@ class MaskView:
     def fraction(self) -> float:
         """Predicted tokens as a fraction of the maskable ones."""
         return self.n_predicted / max(self.n_maskable, 1)
+
+    def _repr_html_(self) -> str:
+        return mask_html(self)
 
 
 def mask_example(tokenizer: Any, text: str, config: MaskingConfig, seed: int = 0) -> MaskView:

@@ -36,7 +36,7 @@ class HeadsResult:
 
 
 def run_heads(cfg: AttentionConfig, out_dir: str | Path) -> HeadsResult:
-    """Per-head statistics of ``cfg.model`` over ``cfg.segments`` segments of ``cfg.corpus``, written to ``out_dir``."""
+    """Per-head statistics of ``cfg.model`` over ``cfg.num_segments`` segments of ``cfg.corpus``, written to ``out_dir``."""
     out = OutputDir.open(out_dir, "heads", create=False)  # before any work: a file or a foreign csv is refused
     out.check_writable([HEAD_STATS, HEADS_RUN])
 
@@ -46,7 +46,7 @@ def run_heads(cfg: AttentionConfig, out_dir: str | Path) -> HeadsResult:
     # Sample the segments, then run the model over them with attentions on.
     model, tokenizer = attention.load_attention_model(cfg.model)
     documents = list(iter_documents(cfg.corpus))
-    segments = attention.sample_segments(documents, cfg.segments, tokenizer, cfg.max_seq_length, cfg.seed)
+    segments = attention.sample_segments(documents, cfg.num_segments, tokenizer, cfg.max_seq_length, cfg.seed)
     stats = attention.head_statistics(
         attention.collect_attentions(model, tokenizer, segments, max_length=cfg.max_seq_length)
     )

@@ -9,6 +9,9 @@ is self-contained (about 0.4 MB) in JupyterLab and in exported HTML reports.
 bertviz also writes its token list into a ``<script>`` block unescaped: a token containing
 ``</script>`` would end the block and run what follows. Its JSON is written here with ``<``,
 ``>`` and ``&`` as ``\\u003c``-style escapes, which JavaScript reads back as the same text.
+
+:func:`head_view` and :func:`model_view` return a :class:`HeadView` that shows itself when a
+notebook cell ends with it; the ``*_html`` functions give the fragment as a string.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import json
 import os
 import re
 import sys
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,8 @@ import torch
 from .errors import WorkbenchError
 from .outputs import write_text_atomic
 
-__all__ = ["JS_PACKAGES", "js_dir", "head_view_html", "model_view_html", "safe_json_dumps", "save_html", "show"]
+__all__ = ["JS_PACKAGES", "HeadView", "head_view", "head_view_html", "js_dir", "model_view", "model_view_html",
+           "safe_json_dumps", "save_html", "show"]
 
 # npm package -> file inside it that defines the library.
 JS_PACKAGES = {
@@ -116,6 +122,50 @@ def model_view_html(attentions: Any, tokens: list[str], sentence_b_start: int | 
                     display_mode: str = "light") -> str:
     """bertviz's model view (every layer and head) as a self-contained HTML fragment."""
     return _render("model", attentions, tokens, sentence_b_start, display_mode=display_mode)
+
+
+@dataclass
+class HeadView:
+    """A bertviz view of one example's attention that shows itself; ``.html`` is the fragment."""
+
+    attentions: Any = field(repr=False)  # (layer, head, query, key)
+    tokens: list[str]
+    sentence_b_start: int | None = None
+    kind: str = "head"  # "head": one layer at a time; "model": every layer and head
+    options: dict[str, Any] = field(default_factory=dict)  # head: layer, heads; model: display_mode
+
+    @cached_property
+    def html(self) -> str:
+        """The self-contained HTML fragment (rendered once, about 0.4 MB)."""
+        if self.kind not in ("head", "model"):
+            raise WorkbenchError(f"bertviz view kind {self.kind!r} is not head or model")
+        return _render(self.kind, self.attentions, self.tokens, self.sentence_b_start, **self.options)
+
+    def render(self) -> HeadView:
+        """Render now: an error then fails the cell instead of being swallowed by the display formatter."""
+        _ = self.html
+        return self
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def save(self, path: str | Path, title: str = "bertviz view") -> Path:
+        """Write the view as a standalone HTML page that opens offline (see :func:`save_html`)."""
+        return save_html(self.html, path, title)
+
+
+def head_view(attentions: Any, tokens: list[str], sentence_b_start: int | None = None,
+              layer: int | None = None, heads: list[int] | None = None) -> HeadView:
+    """bertviz's head view (one layer at a time) as a :class:`HeadView`."""
+    view = HeadView(attentions, list(tokens), sentence_b_start, "head", {"layer": layer, "heads": heads})
+    return view.render()
+
+
+def model_view(attentions: Any, tokens: list[str], sentence_b_start: int | None = None,
+               display_mode: str = "light") -> HeadView:
+    """bertviz's model view (every layer and head) as a :class:`HeadView`."""
+    view = HeadView(attentions, list(tokens), sentence_b_start, "model", {"display_mode": display_mode})
+    return view.render()
 
 
 def save_html(view: str, path: str | Path, title: str = "bertviz view") -> Path:

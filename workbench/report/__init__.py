@@ -4,7 +4,7 @@
 notebooks, their HTML, ``run.json``, ``figures/`` and an ``index.html``) and regenerates
 ``reports/index.html``. Parameters are checked against each notebook's ``parameters`` cell and
 the config dataclasses it builds first, because plain papermill injects a misspelt name silently.
-The notebook that declares ``out_dir`` (02) writes its checkpoint to ``<run dir>/checkpoint``, and
+The notebook that trains (declares ``out`` but not ``model``: 02) writes its checkpoint to ``<run dir>/checkpoint``, and
 later notebooks that declare ``model`` get that path. Notebooks call :func:`record_metrics` to
 report headline metrics; the runner collects them from the executed notebooks (later notebooks
 override earlier ones). `workbench sweep` runs one report per combination of values and seed and

@@ -33,7 +33,9 @@ __all__ = [
 
 _SCALARS = (str, int, float, bool)
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-OUT_DIR, MODEL = "out_dir", "model"  # set by the runner: 02 trains into the run dir, 03/04 read it
+# Set by the runner: the notebook that trains (declares `out`, not `model`: 02) writes its checkpoint
+# into the run dir, and later notebooks that declare `model` (03, 04) read it.
+OUT, MODEL = "out", "model"
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,7 @@ class Plan:
     paths: list[Path]
     params: dict[str, Any]  # the user's values, coerced
     per_notebook: list[dict[str, Any]]  # of those, the ones each notebook declares
-    producer: int | None  # the notebook that writes the checkpoint (declares out_dir)
+    producer: int | None  # the notebook that writes the checkpoint (declares out, not model)
     consumers: list[int]  # later notebooks that get the checkpoint as `model`
     declared: list[dict[str, NotebookParam]]
 
@@ -215,20 +217,24 @@ def plan(params: Mapping[str, Any], notebooks_dir: str | Path, select: Sequence[
     paths = find_notebooks(notebooks_dir, select)
     notebooks = [_read(p) for p in paths]
     declared = [_declared(nb, p) for nb, p in zip(notebooks, paths, strict=True)]
-    valid = sorted({n for d in declared for n in d} - {OUT_DIR})
-    unknown = sorted(set(params) - set(valid) - {OUT_DIR})
+    # A notebook that takes `model` reads a checkpoint; the first that declares `out` without it makes one.
+    producer = next((i for i, d in enumerate(declared) if OUT in d and MODEL not in d), None)
+    # `out` stays the user's for the other notebooks that declare it (04's results dir).
+    runner_only = {OUT} if producer is not None and not any(OUT in d for i, d in enumerate(declared) if i != producer) else set()
+    if runner_only & set(params):
+        raise WorkbenchError(f"out is set by the report runner for {paths[producer].stem} (<run dir>/checkpoint); drop -p out")
+    valid = sorted({n for d in declared for n in d} - runner_only)
+    unknown = sorted(set(params) - set(valid))
     if unknown:
         raise WorkbenchError(
             f"unknown parameter(s) {', '.join(unknown)}: not in the parameters cell of "
             f"{', '.join(p.stem for p in paths)}; valid names: {', '.join(valid) or '(none)'}"
         )
-    if OUT_DIR in params:
-        raise WorkbenchError("out_dir is set by the report runner (<run dir>/checkpoint); drop -p out_dir")
-    per_notebook = [{k: _absolute(coerce(k, v, d[k])) for k, v in params.items() if k in d} for d in declared]
+    per_notebook = [{k: _absolute(coerce(k, v, d[k])) for k, v in params.items() if k in d and not (i == producer and k == OUT)}
+                    for i, d in enumerate(declared)]
     merged: dict[str, Any] = {}
     for values in per_notebook:
         merged.update({k: v for k, v in values.items() if k not in merged})
-    producer = next((i for i, d in enumerate(declared) if OUT_DIR in d), None)
     consumers = [] if producer is None or MODEL in params else [
         i for i, d in enumerate(declared) if i > producer and MODEL in d
     ]
@@ -244,7 +250,7 @@ def injected(p: Plan, i: int, checkpoint: str) -> dict[str, Any]:
     """What papermill injects into notebook ``i``: the user's values it declares and the runner's paths."""
     values = dict(p.per_notebook[i])
     if i == p.producer:
-        values[OUT_DIR] = checkpoint
+        values[OUT] = checkpoint
     if i in p.consumers:
         values[MODEL] = checkpoint
     return values
