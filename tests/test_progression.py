@@ -71,7 +71,7 @@ def test_pretraining_keeps_every_kth_checkpoint(run):
 
 
 def test_by_step_probes_and_measures_each_checkpoint(run, task):
-    frame = by_step(run / "run", task, seeds=(0, 1), segments=4, max_length=64, l2_grid=(1.0, 0.01))
+    frame = by_step(run / "run", task, seeds=(0, 1), num_segments=4, max_length=64, l2_grid=(1.0, 0.01))
     assert list(frame["step"]) == [4, 6]
     logged = {m["step"]: m for m in map(json.loads, (run / "run" / "metrics.jsonl").read_text().splitlines())
               if m["type"] == "eval"}

@@ -65,7 +65,7 @@ def _probe_seeds(features: Any, data: TaskData, seeds: Sequence[int], train_size
 
 
 def by_step(run_dir: str | Path, data: TaskData, seeds: Sequence[int] = (0, 1, 2), train_size: int = 0,
-            segments: int = 32, max_length: int = 128, batch_size: int = 64, baseline: bool = True,
+            num_segments: int = 32, max_length: int = 128, batch_size: int = 64, baseline: bool = True,
             l2_grid: Sequence[float] = L2_GRID, progress: Callback | None = None) -> pd.DataFrame:
     """One row per kept checkpoint: step, probe accuracy (mean, CI over seeds), head statistics, MLM/NSP accuracy.
 
@@ -78,7 +78,7 @@ def by_step(run_dir: str | Path, data: TaskData, seeds: Sequence[int] = (0, 1, 2
                              "(keep more than the last with --keep-every)")
     rng = np.random.default_rng(0)
     test = data.splits["test"]["text"].tolist()
-    texts = [test[i] for i in np.sort(rng.choice(len(test), min(segments, len(test)), replace=False))]
+    texts = [test[i] for i in np.sort(rng.choice(len(test), min(num_segments, len(test)), replace=False))]
     rows = []
     for path in checkpoints:
         model, tok = load_encoder(str(path), attention="eager")  # eager: attention weights for the heads
