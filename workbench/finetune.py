@@ -41,7 +41,8 @@ from .errors import WorkbenchError, one_line, pickle_refusal
 from .model import quiet_transformers
 from .outputs import OutputDir
 from .provenance import collect as collect_provenance
-from .tasks import TaskData, load_task, stratified_sample
+from .splits import TaskData, stratified_sample
+from .tasks import load_task
 from .tokenizer import load_tokenizer
 
 __all__ = [
@@ -495,12 +496,7 @@ def _predictions(data: TaskData, probs: np.ndarray, scored: np.ndarray) -> pd.Da
 def _write_outputs(out: OutputDir, results: dict[str, Any], predictions: pd.DataFrame, model: torch.nn.Module,
                    tok: PreTrainedTokenizerBase, save_model: bool) -> None:
     """Predictions, model and results.json, each built in a temporary, renamed and recorded in OUT's manifest."""
-    tmp = out.tmp_path(PREDICTIONS_FILE)
-    try:
-        predictions.to_csv(tmp, sep="\t", index=False, quoting=csv.QUOTE_MINIMAL)
-        out.commit(tmp, PREDICTIONS_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
+    out.write_text(PREDICTIONS_FILE, predictions.to_csv(sep="\t", index=False, quoting=csv.QUOTE_MINIMAL))
     if save_model:
         out.replace_dir(MODEL_DIR, lambda tmp_dir: (model.save_pretrained(tmp_dir), tok.save_pretrained(tmp_dir)))
     out.write_json(RESULTS_FILE, results)  # last: its presence means the run finished

@@ -50,13 +50,8 @@ def run_heads(cfg: AttentionConfig, out_dir: str | Path) -> HeadsResult:
     stats = attention.head_statistics(
         attention.collect_attentions(model, tokenizer, segments, max_length=cfg.max_seq_length)
     )
-    # Write the csv through a temporary sibling (never a half-written file), then run.json.
-    tmp = out.tmp_path(HEAD_STATS)
-    try:
-        stats.to_csv(tmp, index=False, float_format="%.5f")
-        out.commit(tmp, HEAD_STATS)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # The csv, then run.json: each written atomically and recorded in OUT's manifest.
+    out.write_text(HEAD_STATS, stats.to_csv(index=False, float_format="%.5f"))
     out.write_json(HEADS_RUN, _run_record(cfg, model))
     return HeadsResult(stats, attention.notable_heads(stats), len(segments), out.path / HEAD_STATS)
 
