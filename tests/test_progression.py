@@ -16,7 +16,7 @@ from workbench.errors import WorkbenchError
 from workbench.outputs import OutputDir
 from workbench.pretraining_data import prepare_dataset
 from workbench.progression import by_step, run_evals
-from workbench.tasks import TaskData, stratified_sample
+from workbench.splits import TaskData, stratified_sample
 from workbench.train import pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread (conftest)

@@ -9,7 +9,8 @@ import pytest
 from tests.test_finetune import SHARED, _write
 from workbench.config import FinetuneConfig
 from workbench.errors import WorkbenchError
-from workbench.tasks import load_task, stratified_sample, stratified_split
+from workbench.splits import stratified_sample, stratified_split
+from workbench.tasks import load_task
 
 
 def test_stratified_split_proportions():

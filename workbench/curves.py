@@ -17,8 +17,9 @@ from .config import FinetuneConfig, parse_lr_grid
 from .engine import TrainingDiverged
 from .errors import WorkbenchError, one_line
 from .finetune import Callback, classifier_path, finetune
+from .splits import TaskData
 from .stats import mean_ci, paired_difference
-from .tasks import TaskData, load_task
+from .tasks import load_task
 
 __all__ = ["LARGE_MODEL_LRS", "SMALL_MODEL_LRS", "curve_summary", "learning_curve", "lr_grid"]
 

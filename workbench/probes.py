@@ -32,8 +32,8 @@ from .data import split_sentences
 from .engine import resolve_attention
 from .errors import WorkbenchError
 from .finetune import load_classifier
+from .splits import TaskData, stratified_sample
 from .stats import mean_ci, paired_difference
-from .tasks import TaskData, stratified_sample
 
 __all__ = [
     "L2_GRID",

@@ -22,8 +22,8 @@ from .attention import compute_head_stats
 from .checkpoint import checkpoint_step, list_checkpoints
 from .errors import WorkbenchError
 from .probes import L2_GRID, best_layer, layer_features, load_encoder, probe_models, probe_seeds
+from .splits import TaskData
 from .stats import mean_ci, paired_difference
-from .tasks import TaskData
 
 __all__ = ["EVAL_COLUMNS", "HEAD_COLUMNS", "by_step", "head_summary", "run_evals"]
 

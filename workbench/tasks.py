@@ -26,10 +26,7 @@ __all__ = [
     "BUILTIN_RT_POLARITY",
     "PAIR_COLUMNS",
     "TEXT_COLUMNS",
-    "TaskData",
     "load_task",
-    "stratified_sample",
-    "stratified_split",
 ]
 
 BUILTIN_RT_POLARITY = "builtin:rt-polarity"
@@ -151,7 +148,7 @@ def _sort_labels(values: Sequence[str]) -> list[str]:
 
 def load_task(cfg: FinetuneConfig) -> TaskData:
     """Read ``cfg.task`` into train/validation/test frames, making stratified splits as needed."""
-    from . import downstream  # imported here: downstream builds on TaskData
+    from . import downstream  # imported here: only held-out specs need it (it loads datasets)
 
     spec = cfg.task
     if downstream.is_downstream_spec(spec):  # held-out passages of a pretraining corpus: splits made there
