@@ -13,7 +13,28 @@ from .config import MaskingConfig
 from .errors import WorkbenchError
 from .explore import mask_example, mask_html
 
-__all__ = ["masking_explorer", "attention_explorer", "LiveCurves", "curve_rows", "rerun_panel"]
+__all__ = ["masking_explorer", "attention_explorer", "LiveCurves", "curve_rows", "rerun_panel", "figure_bundle",
+           "figure_output"]
+
+
+def figure_bundle(fig: Any) -> dict[str, Any]:
+    """A plotly figure's mime bundle under the default renderer, built as ``pio.show`` builds it."""
+    import plotly.io as pio
+
+    # The renderer is activated once (the `notebook` renderer's activation displays plotly.js;
+    # Figure._repr_mimebundle_ would redo it on every call).
+    return pio.renderers._build_mime_bundle(fig.to_dict(), renderers_string=None)
+
+
+def figure_output(fig: Any) -> dict[str, Any]:
+    """A display_data output of ``fig``, to set as an ``Output`` widget's ``outputs``.
+
+    Setting the trait instead of capturing with ``with out: display(fig)`` matters headless:
+    under papermill, nbclient answers a capture by sending on the kernel's shell socket while
+    it waits on that socket for the cell's reply, a race that can hang the run for good
+    (jupyter/nbclient#312). A trait update is a plain comm message, in JupyterLab as well.
+    """
+    return {"output_type": "display_data", "data": figure_bundle(fig), "metadata": {}}
 
 
 def masking_explorer(tokenizer: Any, text: str, config: MaskingConfig | None = None, seed: int = 0) -> w.VBox:
@@ -43,8 +64,6 @@ def masking_explorer(tokenizer: Any, text: str, config: MaskingConfig | None = N
 
 def attention_explorer(examples: Sequence[Any]) -> w.VBox:
     """Pick a segment, a layer and a head; shows that head's attention map with tokens on the axes."""
-    from IPython.display import display
-
     from .plots import attention_map
 
     n_layers, n_heads = examples[0].attentions.shape[:2]
@@ -56,10 +75,8 @@ def attention_explorer(examples: Sequence[Any]) -> w.VBox:
 
     def render(_: Any = None) -> None:
         ex = examples[segment.value]
-        with out:
-            out.clear_output(wait=True)
-            display(attention_map(ex.tokens, ex.attentions[layer.value, head.value],
-                                  title=f"layer {layer.value}, head {head.value}"))
+        out.outputs = (figure_output(attention_map(ex.tokens, ex.attentions[layer.value, head.value],
+                                                   title=f"layer {layer.value}, head {head.value}")),)
 
     for control in (segment, layer, head):
         control.observe(render, names="value")
@@ -108,14 +125,11 @@ class LiveCurves:
 
     def redraw(self) -> None:
         """Draw now (creates the output on the first call)."""
-        import plotly.io as pio
         from IPython.display import display
 
-        # The default renderer's mime bundle, not the figure: a figure displays itself through
-        # pio.show, which drops the display id, so each update would add one more figure. The
-        # bundle is built as pio.show builds it, activating the renderer once (the `notebook`
-        # renderer's activation displays plotly.js; Figure._repr_mimebundle_ would redo it each time).
-        bundle = pio.renderers._build_mime_bundle(self.figure().to_dict(), renderers_string=None)
+        # The mime bundle, not the figure: a figure displays itself through pio.show, which
+        # drops the display id, so each update would add one more figure.
+        bundle = figure_bundle(self.figure())
         if self.handle is None:
             self.handle = display(bundle, raw=True, display_id=True)
         else:
@@ -154,6 +168,5 @@ def rerun_panel(run: Any, config: MaskingConfig, first: tuple[str, Sequence[dict
             button.disabled = False
 
     button.on_click(click)
-    with out:
-        curves.redraw()
+    out.outputs = (figure_output(curves.figure()),)
     return w.VBox([w.HBox([rate, button, status]), out])
