@@ -25,10 +25,10 @@ from .outputs import check_out_path
 __all__ = ["main", "build_parser", "add_config_args", "format_table"]
 
 # The demo is the notebook sequence on its defaults, with a real pretraining run instead of
-# nbval's quick one, so the checkpoint that 03 and 04 analyse has learned MLM and NSP. 1,500 steps
-# (the default run is 3,500) keep `make demo` within 20 minutes on a 2-core CPU without bf16
-# (0.4-0.5 s a step in fp32); 1,000 were too few: NSP, and with it the held-out topic probe,
-# stayed at chance. 04 probes the whole held-out task over 5 seeds; 02 keeps 4 checkpoints
+# nbval's quick one, so the checkpoint that 03 and 04 analyse has learned MLM and begun on NSP.
+# 1,500 steps (the default run is 3,500) keep `make demo` within 20 minutes on a 2-core CPU
+# without bf16 (0.4-0.5 s a step in fp32); after 1,000, NSP and with it the held-out topic
+# probe were still at chance. 04 probes the whole held-out task over 5 seeds; 02 keeps 4 checkpoints
 # for 04's curve over pretraining.
 DEMO_STEPS = 1500
 DEMO_PARAMS = {"max_steps": DEMO_STEPS, "eval_every": DEMO_STEPS // 4, "save_every": DEMO_STEPS // 4,
