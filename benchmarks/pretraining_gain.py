@@ -14,8 +14,8 @@ JSON's ``ceiling`` entry and the table's footnote).
 - (c) SST-2 self-pretraining: the same on the phrases of ``sst2/train.tsv``; scored on GLUE dev.
 
 Checkpoints are passed by path (``--checkpoint-a/-b/-c``, a run dir or checkpoint dir) or
-trained here into ``--work`` (about 10 minutes for (a) and 6 each for (b) and (c) on 2 idle
-cores). Fine-tunes run in ``--jobs`` processes of one thread each (tiny models do not scale
+trained here into ``--work`` (on 2 idle cores about 10 minutes for (a) and 6 each for (b) and
+(c) with bf16; in fp32, on a CPU without AVX512-BF16/AMX, about 25 and 17 each). Fine-tunes run in ``--jobs`` processes of one thread each (tiny models do not scale
 past one thread). Writes ``--out`` (JSON; rewritten as parts finish) and prints a table of
 mean ± 95% CI per initialisation and the paired gain with its CI and verdict.
 
