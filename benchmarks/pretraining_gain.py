@@ -15,8 +15,8 @@ JSON's ``ceiling`` entry and the table's footnote).
 
 Checkpoints are passed by path (``--checkpoint-a/-b/-c``, a run dir or checkpoint dir) or
 trained here into ``--work`` (on 2 idle cores about 10 minutes for (a) and 6 each for (b) and
-(c) with bf16; in fp32, on a CPU without AVX512-BF16/AMX, about 25 and 17 each). Fine-tunes run in ``--jobs`` processes of one thread each (tiny models do not scale
-past one thread). Writes ``--out`` (JSON; rewritten as parts finish) and prints a table of
+(c) with bf16; in fp32, on a CPU without AVX512-BF16/AMX, about 25 and 17 each). Fine-tunes
+run in ``--jobs`` processes of one thread each (tiny models do not scale past one thread). Writes ``--out`` (JSON; rewritten as parts finish) and prints a table of
 mean ± 95% CI per initialisation and the paired gain with its CI and verdict.
 
     python benchmarks/pretraining_gain.py --checkpoint-a runs/default --checkpoint-b runs/agnews-mlm \\
@@ -44,8 +44,9 @@ from workbench.checkpoint import write_json_atomic
 from workbench.config import DataConfig, FinetuneConfig, MaskingConfig, TrainConfig
 from workbench.curves import curve_summary, learning_curve
 from workbench.downstream import BUILTIN_WIKIPEDIA_TOPICS
+from workbench.splits import TaskData, stratified_sample
 from workbench.stats import describe_difference
-from workbench.tasks import TaskData, load_task, stratified_sample
+from workbench.tasks import load_task
 
 __all__ = ["PARTS", "ensure_checkpoint", "flattening", "main", "part_task", "print_table"]
 
