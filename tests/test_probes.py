@@ -200,3 +200,21 @@ def test_probe_models_on_a_checkpoint_and_its_twin(tiny, topics):
 def test_probe_models_refuses_a_missing_checkpoint(topics, tmp_path):
     with pytest.raises(WorkbenchError):
         probe_models([str(Path(tmp_path) / "nothing")], topics)
+
+
+def test_two_encoders_within_noise_of_chance_read_at_chance_never_a_sign():
+    from workbench.probes import at_chance
+
+    def gain(a: float, b: float, n: int) -> dict:
+        diff = {"mean": a - b, "low": a - b - 0.01, "high": a - b + 0.01, "n": 3, "confidence": 0.95, "verdict": "loss"}
+        return {"model": "ckpt", "baseline": "random:ckpt", "n_test": n, "accuracy": (a, a, a),
+                "baseline_accuracy": (b, b, b), "gain": diff}
+
+    near = gain(0.482, 0.502, 1000)  # 1.96 * sqrt(0.25 / 1000) = 0.031: both inside
+    assert at_chance(near, 0.5)
+    text = gain_sentence(near, chance=0.5)
+    assert "both at chance (0.482 and 0.502, chance 0.5 ± 0.031 on 1000 test examples)" in text
+    assert "loss" not in text and "-2.0" not in text
+    assert not at_chance(gain(0.60, 0.50, 1000), 0.5)  # one encoder clearly above chance: a real comparison
+    assert "measurable" in gain_sentence(gain(0.60, 0.50, 1000), chance=0.5)
+    assert at_chance(gain(0.60, 0.50, 20), 0.5)  # 20 examples: 0.60 is within noise (± 0.219)

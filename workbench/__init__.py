@@ -68,6 +68,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "attention_explorer": ("widgets", "attention_explorer"),
     # modules used as namespaces in the notebooks
     "attention": ("attention", None),
+    "demo": ("demo", None),
     "explore": ("explore", None),
     "plots": ("plots", None),
     "probes": ("probes", None),
@@ -77,7 +78,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 
 __all__ = [
     "attention", "attention_explorer", "AttentionConfig", "build_model", "by_step", "curve_summary",
-    "DataConfig", "explore", "finetune_model", "FinetuneConfig", "head_importance", "head_statistics",
+    "DataConfig", "demo", "explore", "finetune_model", "FinetuneConfig", "head_importance", "head_statistics",
     "head_view", "HeadView", "iter_documents", "learning_curve", "LearningCurve", "list_checkpoints",
     "LiveCurves", "load_attention_model", "load_task", "lr_grid", "mask_example", "masking_explorer",
     "MaskingConfig", "model_view", "notable_heads", "pairs_view", "plots", "prepare_dataset", "pretrain",

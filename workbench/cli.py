@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import (
+    PRECISIONS,
     AttentionConfig,
     DataConfig,
     FinetuneConfig,
@@ -24,16 +25,6 @@ from .outputs import check_out_path
 
 __all__ = ["main", "build_parser", "add_config_args", "format_table"]
 
-# The demo is the notebook sequence on its defaults, with a real pretraining run instead of
-# nbval's quick one, so the checkpoint that 03 and 04 analyse has learned MLM and begun on NSP.
-# 1,500 steps (the default run is 3,500) keep `make demo` within 20 minutes on a 2-core CPU
-# without bf16 (0.4-0.5 s a step in fp32); after 1,000, NSP and with it the held-out topic
-# probe were still at chance. 04 probes the whole held-out task over 5 seeds; 02 keeps 4 checkpoints
-# for 04's curve over pretraining.
-DEMO_STEPS = 1500
-DEMO_PARAMS = {"max_steps": DEMO_STEPS, "eval_every": DEMO_STEPS // 4, "save_every": DEMO_STEPS // 4,
-               "keep_every": DEMO_STEPS // 4, "probe_seeds": 5, "probe_max_examples": 0,
-               "bshift_examples": 1000, "min_steps": FinetuneConfig.min_steps}
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 # The finetune results shown as a table, in this order.
 FINETUNE_SHOWN = ("task", "model", "init", "n_train", "n_validation", "n_test", "n_test_excluded", "accuracy",
@@ -214,9 +205,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo_params
     from .report import run_report
 
-    result = run_report(DEMO_PARAMS, notebooks_dir=NOTEBOOKS_DIR, out_root=args.out, progress=_progress)
+    result = run_report(demo_params(args.precision), notebooks_dir=NOTEBOOKS_DIR, out_root=args.out, progress=_progress)
     if result.error:
         print(f"error: {result.error}", file=sys.stderr)
     print(f"report: {result.index}")
@@ -284,6 +276,9 @@ def _add_report_commands(sub: Any) -> None:
 
     p = sub.add_parser("demo", help="Run the whole notebook sequence on the builtin defaults into an HTML report.")
     p.add_argument("--out", default="reports", help="Reports root; the run goes to OUT/<run-id>/.")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="Pretraining arithmetic: auto (bf16 where the CPU or GPU has it, else fp32), bf16 or fp32 "
+                        "(fp32 on any machine checks the answer a CPU without bf16 gets).")
     p.set_defaults(func=_cmd_demo)
 
 

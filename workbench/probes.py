@@ -39,6 +39,7 @@ __all__ = [
     "L2_GRID",
     "LayerFeatures",
     "Probe",
+    "at_chance",
     "best_layer",
     "bigram_shift",
     "cap_examples",
@@ -307,9 +308,24 @@ def headline_metrics(gain: dict[str, Any], task: str, prefix: str = "downstream"
             f"{prefix}_verdict": diff["verdict"]}
 
 
-def gain_sentence(gain: dict[str, Any], scale: float = 100.0) -> str:
-    """The paired gain in words: a gain or loss only when its CI excludes 0, else "no measurable gain"."""
+def at_chance(gain: dict[str, Any], chance: float, z: float = 1.96) -> bool:
+    """Whether both encoders' test accuracies lie within binomial noise (``z`` sigma on n_test) of ``chance``."""
+    noise = z * math.sqrt(chance * (1.0 - chance) / max(gain["n_test"], 1))
+    return all(abs(acc[0] - chance) <= noise for acc in (gain["accuracy"], gain["baseline_accuracy"]))
+
+
+def gain_sentence(gain: dict[str, Any], scale: float = 100.0, chance: float | None = None) -> str:
+    """The paired gain in words: a gain or loss only when its CI excludes 0, else "no measurable gain".
+
+    With ``chance`` (0.5 for a balanced binary probe), two encoders both within noise of it read
+    "both at chance": a difference between two guesses is never read as a result.
+    """
     d = gain["gain"]
+    if chance is not None and at_chance(gain, chance):
+        noise = 1.96 * math.sqrt(chance * (1.0 - chance) / max(gain["n_test"], 1))
+        return (f"{gain['model']} and {gain['baseline']}: both at chance ({gain['accuracy'][0]:.3f} and "
+                f"{gain['baseline_accuracy'][0]:.3f}, chance {chance:g} ± {noise:.3f} on {gain['n_test']} test examples); "
+                "no result either way")
     level = f"{d['confidence']:.0%} CI"
     interval = (f"{level} unknown with {d['n']} seed" if math.isnan(d["low"])
                 else f"{level} {d['low'] * scale:+.1f} to {d['high'] * scale:+.1f}")
