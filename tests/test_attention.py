@@ -146,7 +146,7 @@ def test_statistics_of_hand_built_heads() -> None:
     sep[:, [5, 7]] = 0.5  # half the mass on each [SEP]
     uniform = np.full((n, n), 1 / n)
     self_ = np.eye(n)
-    df = head_statistics([(tokens, _stack([prev, nxt, cls, sep, uniform, self_]))])
+    df = head_statistics([(tokens, _stack([prev, nxt, cls, sep, uniform, self_]))], "[CLS]", "[SEP]")
     assert list(df.columns) == ["layer", "head", *STAT_COLUMNS]
     assert len(df) == 6 and df.attrs["n_examples"] == 1
     p, x, c, s, u, i = (df.iloc[k] for k in range(6))
@@ -168,16 +168,16 @@ def test_statistics_average_over_examples() -> None:
     examples = [
         (["[CLS]"] + ["w"] * (t - 2) + ["[SEP]"], _stack([np.full((t, t), 1 / t)])) for t in (4, 10)
     ]
-    df = head_statistics(examples)
+    df = head_statistics(examples, "[CLS]", "[SEP]")
     assert df.entropy.item() == pytest.approx((math.log(4) + math.log(10)) / 2, rel=1e-6)
     assert df.attn_cls.item() == pytest.approx((1 / 4 + 1 / 10) / 2, rel=1e-6)
 
 
 def test_statistics_reject_mismatched_shapes() -> None:
     with pytest.raises(WorkbenchError, match="does not match"):
-        head_statistics([(["a", "b"], np.ones((1, 1, 3, 3)))])
+        head_statistics([(["a", "b"], np.ones((1, 1, 3, 3)))], "[CLS]", "[SEP]")
     with pytest.raises(WorkbenchError, match="no examples"):
-        head_statistics([])
+        head_statistics([], "[CLS]", "[SEP]")
 
 
 # ----------------------------------------------------------------------------- distances
@@ -319,18 +319,18 @@ def test_sample_segments(minilm, segments) -> None:
 def test_minilm_has_clark_heads(minilm, segments, examples) -> None:
     # Clark et al. found heads that park attention on [CLS]/[SEP] and heads that attend to the
     # previous/next token in BERT-base; the distilled MiniLM has them too
-    df = head_statistics(examples)
+    model, tokenizer = minilm
+    df = head_statistics(examples, tokenizer.cls_token, tokenizer.sep_token)
     assert len(df) == 72 and df.attrs["n_examples"] == N_SEGMENTS
     assert df[STAT_COLUMNS].notna().all().all()
     assert (df[["attn_cls", "attn_sep"]].max(axis=1) > 0.5).any()
     assert (df[["argmax_prev", "argmax_next"]].max(axis=1) > 0.5).any()
-    model, tokenizer = minilm
-    again = compute_head_stats(model, segments[:4], tokenizer=tokenizer)
-    np.testing.assert_allclose(
-        again[STAT_COLUMNS].to_numpy(),
-        head_statistics(examples[:4])[STAT_COLUMNS].to_numpy(),
-        atol=1e-4,
-    )
+    kept: list = []  # keep=: the (tokens, attention) pairs measured, for the clusters (notebook 03)
+    again = compute_head_stats(model, segments[:4], tokenizer=tokenizer, keep=kept)
+    np.testing.assert_allclose(again[STAT_COLUMNS].to_numpy(),
+                               head_statistics(examples[:4], "[CLS]", "[SEP]")[STAT_COLUMNS].to_numpy(), atol=1e-4)
+    assert [k.tokens for k in kept] == [e.tokens for e in examples[:4]]
+    np.testing.assert_allclose(kept[3].attentions, examples[3].attentions, atol=1e-5)
 
 
 def test_fit_to_model_clamps_layer_head_and_clusters(capsys):

@@ -25,6 +25,7 @@ from scipy.special import xlogy
 
 from .builtin import resolve_pretrained
 from .config import AttentionConfig
+from .data import iter_documents
 from .errors import WorkbenchError, pickle_refusal
 from .labels import IGNORE_INDEX
 
@@ -38,6 +39,7 @@ __all__ = [
     "collect_attentions",
     "head_statistics",
     "compute_head_stats",
+    "corpus_segments",
     "notable_heads",
     "head_distances",
     "cluster_heads",
@@ -194,10 +196,12 @@ def _pairs(examples: Iterable[Any]) -> Iterator[tuple[list[str], np.ndarray]]:
         yield list(tokens), att.astype(np.float64)
 
 
-def head_statistics(
-    examples: Iterable[Any], cls_token: str = "[CLS]", sep_token: str = "[SEP]"
-) -> pd.DataFrame:
-    """Clark et al.'s per-head statistics, one row per (layer, head), from (tokens, attention) pairs."""
+def head_statistics(examples: Iterable[Any], cls_token: str, sep_token: str) -> pd.DataFrame:
+    """Clark et al.'s per-head statistics, one row per (layer, head), from (tokens, attention) pairs.
+
+    ``cls_token``/``sep_token``: the tokenizer's own (``[CLS]``/``[SEP]`` in BERT, ``<s>``/``</s>`` in
+    others); to measure a model, call :func:`compute_head_stats`, which passes them.
+    """
     # Choices (Clark et al. average over all queries, and so do we):
     # - every query row counts, [CLS]/[SEP]/punctuation queries included; each statistic is the
     #   mean over an example's queries, then the mean over examples (each segment weighs the same);
@@ -253,8 +257,13 @@ def compute_head_stats(
     batch_size: int = 16,
     max_length: int = 128,
     device: str | None = None,
+    keep: list[AttentionResult] | None = None,
 ) -> pd.DataFrame:
-    """Load a model (or use the given one with its tokenizer), run the segments, aggregate stats."""
+    """Head statistics of a model (a spec, or a model with its tokenizer) over segments, at the tokenizer's own [CLS]/[SEP].
+
+    The one verb for head statistics: the ``heads`` command, notebook 03 and ``progression.by_step``
+    call it. ``keep``: a list that gets each segment's (tokens, attention), for the clusters.
+    """
     if isinstance(spec_or_model, str):
         model, tokenizer = load_attention_model(spec_or_model, device)
     elif tokenizer is None:
@@ -262,7 +271,21 @@ def compute_head_stats(
     else:
         model = spec_or_model
     examples = collect_attentions(model, tokenizer, segments, batch_size, max_length)
+    if keep is not None:
+        examples = _kept(examples, keep)
     return head_statistics(examples, tokenizer.cls_token, tokenizer.sep_token)
+
+
+def _kept(examples: Iterable[AttentionResult], keep: list[AttentionResult]) -> Iterator[AttentionResult]:
+    for example in examples:
+        keep.append(example)
+        yield example
+
+
+def corpus_segments(cfg: AttentionConfig, tokenizer: Any) -> list[Segment]:
+    """``cfg.num_segments`` segments of ``cfg.corpus`` drawn with ``cfg.seed`` (what ``heads`` and notebook 03 measure)."""
+    documents = list(iter_documents(cfg.corpus))
+    return sample_segments(documents, cfg.num_segments, tokenizer, cfg.max_seq_length, cfg.seed)
 
 
 # ----------------------------------------------------------------------------- head clusters

@@ -41,15 +41,11 @@ def run_heads(cfg: AttentionConfig, out_dir: str | Path) -> HeadsResult:
     out.check_writable([HEAD_STATS, HEADS_RUN])
 
     from . import attention
-    from .data import iter_documents
 
-    # Sample the segments, then run the model over them with attentions on.
+    # Sample the segments, then measure every head at the tokenizer's own [CLS]/[SEP].
     model, tokenizer = attention.load_attention_model(cfg.model)
-    documents = list(iter_documents(cfg.corpus))
-    segments = attention.sample_segments(documents, cfg.num_segments, tokenizer, cfg.max_seq_length, cfg.seed)
-    stats = attention.head_statistics(
-        attention.collect_attentions(model, tokenizer, segments, max_length=cfg.max_seq_length)
-    )
+    segments = attention.corpus_segments(cfg, tokenizer)
+    stats = attention.compute_head_stats(model, segments, tokenizer, max_length=cfg.max_seq_length)
     # The csv, then run.json: each written atomically and recorded in OUT's manifest.
     out.write_text(HEAD_STATS, stats.to_csv(index=False, float_format="%.5f"))
     out.write_json(HEADS_RUN, _run_record(cfg, model))

@@ -34,8 +34,9 @@ from .checkpoint import CHECKPOINT_PREFIX, capture_rng_state, checkpoint_step, r
 from .config import MaskingConfig, TrainConfig
 from .engine import Engine, resolve_attention
 from .errors import WorkbenchError
+from .labels import IGNORE_INDEX
 from .masking import PretrainingCollator
-from .model import IGNORE_INDEX, PretrainingModule
+from .model import PretrainingModule
 from .pretrain_setup import (
     build_pretraining_model,
     check_data,
