@@ -229,12 +229,17 @@ class OutputDir:
         return out
 
     @classmethod
-    def read(cls, path: str | Path) -> OutputDir:
-        """A read-only view of ``path``'s manifest: nothing is checked, created or cleaned."""
+    def read(cls, path: str | Path, strict: bool = False) -> OutputDir:
+        """A read-only view of ``path``'s manifest: nothing is created or cleaned.
+
+        A damaged manifest reads as owning nothing, or with ``strict`` (a check before writing) is refused.
+        """
         path = Path(path).expanduser()
         try:
             return cls(path, "", cls._read_entries(path))
-        except WorkbenchError:  # a damaged manifest: owning nothing is the safe reading of it
+        except WorkbenchError:
+            if strict:
+                raise
             return cls(path, "", {})
 
     @staticmethod
