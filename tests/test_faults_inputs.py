@@ -13,15 +13,23 @@ import random
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import BertForPreTraining
+from transformers import AutoTokenizer, BertForPreTraining
 
 from workbench import data as data_module
-from workbench.attention import load_attention_model
+from workbench.attention import (
+    ablation_batches,
+    collect_attentions,
+    head_importance,
+    load_ablation_model,
+    load_attention_model,
+    mlm_loss_metric,
+)
 from workbench.cli import build_parser, main
-from workbench.config import FinetuneConfig
+from workbench.config import FinetuneConfig, MaskingConfig, ProbeConfig
 from workbench.data import CorpusReport, iter_documents, source_fingerprint
 from workbench.errors import WorkbenchError
 from workbench.finetune import finetune, load_classifier
@@ -327,3 +335,241 @@ def test_a_tensors_only_pickle_still_loads(tmp_path, tiny_bert):
     classifier, _, info = load_classifier(str(path), ["0", "1"])
     assert info["parameters"] > 0
     assert torch.equal(classifier.bert.embeddings.word_embeddings.weight, model.bert.embeddings.word_embeddings.weight)
+
+
+# ============================================================== issue 19: input validation
+REPO_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _only_line(code: int, err: str) -> str:
+    """The one line on stderr (no warning before it either): an `error:` line with exit status 2."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("rows, what", [
+    ([(f"a film number {i}", "") for i in range(20)], "its 20 row(s) all have an empty or NaN label 'label' or an empty text"),
+    ([(f"a film number {i}", float("nan")) for i in range(20)], "its 20 row(s) all have an empty or NaN label 'label' or an empty text"),
+    ([], "it has no data rows"),
+])
+@pytest.mark.parametrize("suffix", [".tsv", ".jsonl"])
+def test_a_task_without_labelled_rows_is_one_line(tmp_path, capsys, rows, what, suffix):
+    path = tmp_path / f"task{suffix}"
+    if rows:
+        _write_task(path, rows)
+    else:
+        path.write_text("sentence\tlabel\n" if suffix == ".tsv" else "")
+    code, _, err = _run(["finetune", "--task", str(path), "--model", "builtin:minilm", "--out", str(tmp_path / "f")],
+                        capsys)
+    if not rows and suffix == ".jsonl":  # an empty .jsonl has no columns at all: its own line
+        assert _only_line(code, err).startswith(f"error: task '{path}' has no text column")
+        return
+    assert _only_line(code, err) == (
+        f"error: task '{path}' split all has no labelled rows: {what}; fill in the labels, or pass the column "
+        "that holds them with --label-column NAME")
+    assert not (tmp_path / "f").exists()
+
+
+def test_params_that_are_not_utf8_are_one_line(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_bytes("max_steps: 5\nnote: café\n".encode("latin-1"))
+    code, _, err = _run(["report", "--params", str(params), "--out", str(tmp_path / "r"),
+                         "--notebooks-dir", str(REPO_NOTEBOOKS)], capsys)
+    assert _only_line(code, err) == (f"error: parameters file {params} is not valid UTF-8 (byte offset 22); "
+                                     "re-save it as UTF-8")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["finetune", "--epochs", "1e309"], "error: epochs inf is not a finite number; pass a finite value such as --epochs 3"),
+    (["finetune", "--lr", "inf"], "error: lr inf is not a finite number; pass a finite value such as --lr 0.0001"),
+    (["finetune", "--lr", "nan"], "error: lr nan is not a finite number; pass a finite value such as --lr 0.0001"),
+    (["pretrain", "--lr", "inf"], "error: lr inf is not a finite number; pass a finite value such as --lr 0.002"),
+    (["pretrain", "--warmup-fraction", "nan"],
+     "error: warmup_fraction nan is not a finite number; pass a finite value such as --warmup-fraction 0.1"),
+])
+def test_non_finite_numbers_are_refused_up_front(tmp_path, capsys, argv, line):
+    code, _, err = _run([*argv, "--out", str(tmp_path / "o")], capsys)
+    assert _only_line(code, err) == line
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_fifo_or_device_is_named_for_what_it_is(tmp_path, capsys):
+    fifo = tmp_path / "task.tsv"
+    os.mkfifo(fifo)
+    code, _, err = _run(["finetune", "--task", str(fifo), "--model", "builtin:minilm", "--out", str(tmp_path / "f")],
+                        capsys)  # reading it would wait for a writer forever
+    assert _only_line(code, err) == (f"error: task '{fifo}' is a FIFO (named pipe), not a file or folder; save the "
+                                     "data to a .tsv/.csv/.jsonl/.parquet file and pass that")
+    supported = ".txt, .jsonl, .csv, .tsv, .parquet, .xml, .xml.bz2"
+    for corpus, kind in ((fifo, "a FIFO (named pipe)"), (Path("/dev/null"), "a character device")):
+        code, _, err = _run(["prepare", "--corpus", str(corpus), "--out", str(tmp_path / "o")], capsys)
+        assert _only_line(code, err) == (f"error: corpus '{corpus}' is {kind}, not a file or folder; save the text "
+                                         f"to a file ({supported}) and pass that")
+    code, _, err = _run(["prepare", "--out", str(fifo)], capsys)
+    assert _only_line(code, err) == (f"error: --out {fifo} is a FIFO (named pipe), not a folder; pass a folder "
+                                     "(new or existing) as --out")
+    code, _, err = _run(["heads", "--out", "/dev/null/heads"], capsys)
+    assert _only_line(code, err) == ("error: --out /dev/null/heads: /dev/null is a character device, not a folder; "
+                                     "pass another --out")
+    code, _, err = _run(["report", "--params", str(fifo), "--out", str(tmp_path / "r"),
+                         "--notebooks-dir", str(REPO_NOTEBOOKS)], capsys)
+    assert _only_line(code, err) == (f"error: parameters file {fifo} is a FIFO (named pipe), not a file; pass a "
+                                     "YAML file to --params")
+    assert not (tmp_path / "f").exists() and not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------------ damaged manifests
+def _damaged(why: str, folder: Path, flag: str = "--out") -> str:
+    return (f"error: {folder / '.workbench-manifest.json'} is damaged ({why}), so workbench cannot tell what it "
+            f"wrote in {folder} and changes nothing there; restore that file, or pass another {flag} (moving it "
+            f"away makes every entry in {folder} count as yours: kept, never replaced)")
+
+
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("make, why", [
+    (lambda m: m.mkdir(), "it is a folder, not a file"),
+    (lambda m: m.write_text("my notes on this folder\n"), "it is not JSON: Expecting value at line 1"),
+    (lambda m: m.write_bytes(b"notes \xff\n"), "it is not UTF-8 text"),
+    (lambda m: m.write_text('["not", "a", "manifest"]'), "it is not a workbench manifest"),
+    (lambda m: os.mkfifo(m), "it is a FIFO (named pipe), not a file"),
+])
+def test_a_damaged_manifest_is_refused_and_kept(tmp_path, capsys, wiki_documents, make, why):
+    corpus = tmp_path / "wiki.txt"
+    corpus.write_text("\n\n".join(" ".join(d) for d in wiki_documents[:12]) + "\n")
+    out = tmp_path / "o"
+    out.mkdir()
+    make(out / ".workbench-manifest.json")
+    (out / "stats.json").write_text("{}\n")  # the user's, or the workbench's: nothing can tell now
+    before = _snapshot(out)
+    for argv in (["prepare", "--corpus", str(corpus), "--tokenizer", "builtin:minilm", "--out", str(out),
+                  "--cache-dir", str(tmp_path / "c")],
+                 ["finetune", "--task", "builtin:rt-polarity", "--out", str(out)],
+                 ["pretrain", "--data", str(tmp_path / "nowhere"), "--out", str(out)],
+                 ["report", "--out", str(out), "--notebooks-dir", str(REPO_NOTEBOOKS)]):
+        code, _, err = _run(argv, capsys)
+        line = _only_line(code, err)
+        assert line == _damaged(why, out), argv
+        assert "did not write" not in line
+        assert _snapshot(out) == before, argv  # never overwritten, nothing added
+
+
+def test_a_non_json_manifest_alone_is_not_overwritten(tmp_path, capsys, wiki_documents):
+    corpus = tmp_path / "wiki.txt"
+    corpus.write_text("\n\n".join(" ".join(d) for d in wiki_documents[:12]) + "\n")
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / ".workbench-manifest.json").write_text("my notes\n")  # the folder holds nothing else
+    code, _, err = _run(["prepare", "--corpus", str(corpus), "--tokenizer", "builtin:minilm", "--min-doc-words", "0",
+                         "--out", str(out), "--cache-dir", str(tmp_path / "c")], capsys)
+    assert _only_line(code, err) == _damaged("it is not JSON: Expecting value at line 1", out)
+    assert [p.name for p in out.iterdir()] == [".workbench-manifest.json"]
+    assert (out / ".workbench-manifest.json").read_text() == "my notes\n"
+
+
+# ----------------------------------------------------------------- parameters checked early
+def test_probe_seeds_below_two_is_refused_before_anything_runs(tmp_path, capsys):
+    code, _, err = _run(["report", "-p", "probe_seeds=1", "--out", str(tmp_path / "r"),
+                         "--notebooks-dir", str(REPO_NOTEBOOKS)], capsys)
+    assert _only_line(code, err) == (
+        "error: probe_seeds 1 must be 2 or more: the comparison with the random twin is a CI over seeds, which needs "
+        "two (3 or more for a useful one) (ProbeConfig of 04_finetuning, from probe_seeds; nothing ran)")
+    assert not (tmp_path / "r").exists()
+    assert ProbeConfig(probe_seeds=2).probe_seeds == 2
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf"])
+@pytest.mark.parametrize("command", ["report", "sweep"])
+def test_a_timeout_must_be_positive(tmp_path, capsys, value, command):
+    argv = [command, f"--timeout={value}", "--out", str(tmp_path / "r"), "--notebooks-dir", str(REPO_NOTEBOOKS)]
+    code, _, err = _run(argv + (["--param", "mask_rate=0.2,0.3"] if command == "sweep" else []), capsys)
+    assert _only_line(code, err) == (f"error: --timeout {float(value):g} must be a positive number of seconds; pass "
+                                     "e.g. --timeout 600, or leave it out for no limit")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("values, given", [("0.2,0.20", "0.2 and 0.20"), ("0.2,0.3,2e-1", "0.2 and 2e-1")])
+def test_sweep_values_are_compared_as_the_notebook_reads_them(tmp_path, capsys, values, given):
+    code, _, err = _run(["sweep", "--param", f"mask_rate={values}", "--out", str(tmp_path / "r"),
+                         "--notebooks-dir", str(REPO_NOTEBOOKS), "--notebooks", "02"], capsys)
+    assert _only_line(code, err) == (f"error: --param mask_rate lists {given}, which are the same value (0.2) to the "
+                                     "notebook; list each once")
+    assert not (tmp_path / "r").exists()
+    code, _, err = _run(["sweep", "--param", "whole_word=true,yes", "--out", str(tmp_path / "r"),
+                         "--notebooks-dir", str(REPO_NOTEBOOKS), "--notebooks", "02"], capsys)
+    assert _only_line(code, err) == ("error: --param whole_word lists true and yes, which are the same value (True) "
+                                     "to the notebook; list each once")
+
+
+def test_a_vocabulary_too_small_for_the_alphabet_is_refused(tmp_path, capsys, wiki_documents):
+    corpus = tmp_path / "wiki.txt"
+    corpus.write_text("\n\n".join(" ".join(d) for d in wiki_documents[:3]) + "\n")
+    code, _, err = _run(["prepare", "--corpus", str(corpus), "--vocab-size", "5", "--min-doc-words", "0",
+                         "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")], capsys)
+    line = _only_line(code, err)
+    assert line.startswith("error: vocab_size 5 is too small for this corpus: the 5 special tokens, its "), line
+    needed = int(line.split("--vocab-size ")[1].split()[0])
+    assert line.endswith(f"take {needed}, which the tokenizer would hold anyway; pass --vocab-size {needed} or more "
+                         "(8192 is the default)")
+    assert not (tmp_path / "o").exists()
+    # The number is what such a tokenizer really holds: exactly that many at that size, more above it.
+    sentences = [s for d in iter_documents(str(corpus), min_doc_words=0) for s in d]
+    assert len(train_tokenizer(sentences, vocab_size=needed)) == needed
+    assert len(train_tokenizer(sentences, vocab_size=needed + 10)) == needed + 10
+    with pytest.raises(WorkbenchError, match=f"pass --vocab-size {needed} or more"):
+        train_tokenizer(sentences, vocab_size=needed - 1)
+
+
+# ------------------------------------------------------------- a report that is not above
+def _edited_config(model: Path) -> None:
+    config = json.loads((model / "config.json").read_text())
+    config["intermediate_size"] = 128  # the weights hold 256
+    (model / "config.json").write_text(json.dumps(config))
+
+
+def test_weights_that_do_not_fit_the_config_are_named(tmp_path, capsys, tiny_bert, minilm_tokenizer):
+    _edited_config(tiny_bert)
+    capsys.readouterr()  # the fixture's save progress
+    shapes = "is [256] in the weights but [128] by the config (was config.json edited?)"
+    code, _, err = _run(["finetune", "--model", str(tiny_bert), "--task", "builtin:rt-polarity",
+                         "--out", str(tmp_path / "f")], capsys)
+    assert _only_line(code, err) == (
+        f"error: could not load --model '{tiny_bert}': 6 weight tensor(s) do not fit its config.json, e.g. "
+        f"bert.encoder.layer.0.intermediate.dense.bias {shapes}; pass a BERT checkpoint dir or builtin:minilm")
+    for load, what in ((load_attention_model, "encoder.layer.0"), (load_ablation_model, "bert.encoder.layer.0")):
+        with pytest.raises(WorkbenchError) as refused:
+            load(str(tiny_bert), device="cpu")
+        assert f"(6 weight tensor(s) do not fit its config.json, e.g. {what}.intermediate.dense.bias {shapes})" \
+            in str(refused.value)
+        assert "above report" not in str(refused.value)
+    with pytest.raises(WorkbenchError) as refused:
+        build_model("tiny", minilm_tokenizer, init=str(tiny_bert))  # `pretrain --init`
+    assert str(refused.value) == (
+        f"could not load --init '{tiny_bert}': 6 weight tensor(s) do not fit its config.json, e.g. "
+        f"bert.encoder.layer.0.intermediate.dense.bias {shapes}; pass a BERT checkpoint dir or builtin:minilm")
+
+
+# ------------------------------------------------------- a tokenizer without token_type_ids
+def test_head_ablation_works_for_a_tokenizer_without_token_type_ids(tiny_bert, wiki_documents, minilm_tokenizer):
+    AutoTokenizer.from_pretrained(tiny_bert, model_input_names=["input_ids", "attention_mask"]).save_pretrained(tiny_bert)
+    model, tokenizer, has_head = load_ablation_model(str(tiny_bert), device="cpu")  # as notebook 03 loads it
+    pair = (wiki_documents[0][0], wiki_documents[0][1])
+    assert "token_type_ids" not in tokenizer(*pair) and has_head  # the case: the tokenizer leaves them out
+    segments = [(d[0], d[1]) for d in wiki_documents[:6]] + [d[2] for d in wiki_documents[:2]]
+    batches = ablation_batches(tokenizer, segments, MaskingConfig(), seed=0, batch_size=4)
+    reference = ablation_batches(minilm_tokenizer, segments, MaskingConfig(), seed=0, batch_size=4)
+    for got, want in zip(batches, reference, strict=True):  # the same batches as a tokenizer that returns them
+        assert got.keys() == want.keys()
+        for key in want:
+            assert torch.equal(got[key], want[key]), key
+    assert int(batches[0]["token_type_ids"].sum()) > 0  # sentence B is segment 1, as pretraining made it
+    importance = head_importance(model, batches, mlm_loss_metric)
+    assert importance.shape == (2, 2) and np.isfinite(importance).all() and np.abs(importance).max() > 0
+    encoder, attention_tokenizer = load_attention_model(str(tiny_bert), device="cpu")
+    examples = list(collect_attentions(encoder, attention_tokenizer, segments[:2], max_length=64))
+    assert len(examples) == 2

@@ -190,15 +190,18 @@ def test_writers_of_one_folder_merge_their_records(tmp_path):
     assert OutputDir.open(tmp_path, "x").owned() == ["head_stats.csv", "run.json"]
 
 
-def test_a_damaged_manifest_owns_nothing(tmp_path):
+def test_a_damaged_manifest_owns_nothing_and_is_refused(tmp_path):
     out = OutputDir.open(tmp_path, "prepare")
     out.write_json("stats.json", {})
     (tmp_path / MANIFEST).write_text('{"entries": ')
-    again = OutputDir.open(tmp_path, "prepare")
-    assert again.owned() == [] and again.foreign() == ["stats.json"]
-    with pytest.raises(WorkbenchError, match="holds stats.json"):
-        again.write_json("stats.json", {"new": 1})
+    view = OutputDir.read(tmp_path)  # read-only: owning nothing is the safe reading
+    assert view.owned() == [] and view.foreign() == ["stats.json"]
+    with pytest.raises(WorkbenchError, match=r"is damaged \(it is not JSON: .*\), so workbench cannot tell"):
+        OutputDir.open(tmp_path, "prepare")
+    with pytest.raises(WorkbenchError, match="is damaged"):
+        out.write_json("stats.json", {"new": 1})  # opened before the damage: the write is refused too
     assert json.loads((tmp_path / "stats.json").read_text()) == {}
+    assert (tmp_path / MANIFEST).read_text() == '{"entries": '
 
 
 def test_claimed_logs_stay_owned_while_they_grow(tmp_path):

@@ -94,7 +94,9 @@ def load_attention_model(spec: str, device: str | None = None) -> tuple[Any, Any
         model = AutoModel.from_pretrained(path, attn_implementation="eager")
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as exc:  # any load failure here is a problem with the spec the user gave
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        from .model import load_failure  # lazy: model.py imports transformers
+
+        reason = load_failure(exc, AutoModel, path, attn_implementation="eager")
         refusal = pickle_refusal(exc, f"model {spec!r}", path)
         raise refusal or WorkbenchError(
             f"cannot load model {spec!r} ({reason}); pass a local checkpoint dir, a cached hub "
@@ -113,12 +115,19 @@ def _check_eager(model: Any) -> None:
         )
 
 
+def _encode_one(tokenizer: Any, segment: Segment, max_length: int) -> Any:
+    """One segment (a text or a pair) as the tokenizer encodes it, with segment ids.
+
+    ``token_type_ids`` are asked for: a fast tokenizer whose ``model_input_names`` leave them
+    out still makes them (B is 1 for a BERT template), as pretraining gave them to the model.
+    """
+    return tokenizer(*(segment if isinstance(segment, tuple) else (segment,)), truncation=True,
+                     max_length=max_length, return_token_type_ids=True)
+
+
 def _encode_segments(tokenizer: Any, segments: Sequence[Segment], max_length: int) -> dict:
     # encode one by one, then pad: a batch may mix single texts and sentence pairs
-    encoded = [
-        tokenizer(*(s if isinstance(s, tuple) else (s,)), truncation=True, max_length=max_length)
-        for s in segments
-    ]
+    encoded = [_encode_one(tokenizer, s, max_length) for s in segments]
     return tokenizer.pad(encoded, return_tensors="pt")
 
 
@@ -468,7 +477,7 @@ def load_ablation_model(spec: str, device: str | None = None) -> tuple[Any, Any,
     """A checkpoint as BertForMaskedLM for ablation, its tokenizer, and whether it has a trained MLM head."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from .model import quiet_transformers  # lazy: model.py imports transformers
+    from .model import load_failure, quiet_transformers  # lazy: model.py imports transformers
 
     path = resolve_pretrained(spec)
     try:
@@ -478,7 +487,7 @@ def load_ablation_model(spec: str, device: str | None = None) -> tuple[Any, Any,
             model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
             tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = load_failure(exc, AutoModelForMaskedLM, path)
         refusal = pickle_refusal(exc, f"model {spec!r}", path)
         raise refusal or WorkbenchError(f"cannot load model {spec!r} ({reason}); pass a checkpoint dir or builtin:minilm") from None
     # An encoder-only checkpoint (builtin:minilm) gets a freshly initialised MLM head: its loss
@@ -494,9 +503,8 @@ def ablation_batches(tokenizer: Any, segments: Sequence[Segment], masking: Any, 
     from .masking import PretrainingCollator
 
     collate = PretrainingCollator(tokenizer, masking, seed=seed)
-    encoded = [tokenizer(*(s if isinstance(s, tuple) else (s,)), truncation=True, max_length=max_length)
-               for s in segments]
-    examples = [{"input_ids": e["input_ids"], "token_type_ids": e["token_type_ids"]} for e in encoded]
+    encoded = [_encode_one(tokenizer, s, max_length) for s in segments]
+    examples = [{k: e[k] for k in ("input_ids", "token_type_ids") if k in e} for e in encoded]  # no ids: zeros
     return [collate(examples[i:i + batch_size]) for i in range(0, len(examples), batch_size)]
 
 

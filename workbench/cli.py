@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import typing
 from collections.abc import Sequence
@@ -139,6 +140,14 @@ def _report_params(args: argparse.Namespace) -> dict[str, Any]:
     return params | parse_assignments(args.set, "-p")  # flags override the file
 
 
+def _timeout(value: float | None) -> float | None:
+    """``--timeout`` checked up front: a positive, finite number of seconds (None: no limit)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise WorkbenchError(f"--timeout {value:g} must be a positive number of seconds; pass e.g. --timeout 600, "
+                             "or leave it out for no limit")
+    return value
+
+
 def _split(text: str | None) -> list[str] | None:
     return [s for s in text.split(",") if s.strip()] if text else None
 
@@ -164,7 +173,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     try:
         result = run_report(_report_params(args), notebooks_dir=args.notebooks_dir, out_root=args.out,
-                            run_id=args.run_id, notebooks=_split(args.notebooks), timeout=args.timeout,
+                            run_id=args.run_id, notebooks=_split(args.notebooks), timeout=_timeout(args.timeout),
                             progress=_progress)
     except RunInterrupted as exc:
         return _interrupted(exc)
@@ -193,7 +202,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     grid = _sweep_grid(args)
     try:
         result = run_sweep(grid, _report_params(args), notebooks_dir=args.notebooks_dir, out_root=args.out,
-                           notebooks=_split(args.notebooks), sweep_id=args.sweep_id, timeout=args.timeout,
+                           notebooks=_split(args.notebooks), sweep_id=args.sweep_id, timeout=_timeout(args.timeout),
                            progress=_progress, seeds=_seeds(args.seeds), resume=args.resume, jobs=args.jobs)
     except RunInterrupted as exc:
         return _interrupted(exc)

@@ -8,6 +8,7 @@ run that finishes on a 2-core CPU.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -50,6 +51,16 @@ def _help(text: str, default: Any) -> Any:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise WorkbenchError(message)
+
+
+def _check_finite(config: Any) -> None:
+    """Refuse an infinite or NaN float field (``--lr inf``, ``--epochs 1e309``) before any range check."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            _check(False, f"{f.name} {value} is not a finite number; pass a finite value such as "
+                          f"--{f.name.replace('_', '-')} {default:g}")
 
 
 def _check_report_to(value: str) -> None:
@@ -104,6 +115,7 @@ class DataConfig:
     cache_dir: str = _help("Where built datasets are cached, under a key of corpus, tokenizer and settings.", "data/cache")
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check(self.objective in OBJECTIVES, f"objective {self.objective!r} is not one of {', '.join(OBJECTIVES)}; pass --objective nsp, sop or mlm")
         _check(self.max_seq_length >= 8, f"max_seq_length {self.max_seq_length} is too small; use 8 or more (128 is typical)")
         _check(0.0 <= self.short_seq_prob < 1.0, f"short_seq_prob {self.short_seq_prob} must be in [0, 1); BERT uses 0.1")
@@ -130,6 +142,7 @@ class MaskingConfig:
     max_span_length: int = _help("Longest span in words (SpanBERT: 10).", 10)
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check(0.0 < self.mask_rate < 1.0, f"mask_rate {self.mask_rate} must be between 0 and 1 (exclusive); 0.15 is BERT's")
         _check(0.0 <= self.mask_token_prob <= 1.0, f"mask_token_prob {self.mask_token_prob} must be in [0, 1]")
         _check(0.0 <= self.random_token_prob <= 1.0, f"random_token_prob {self.random_token_prob} must be in [0, 1]")
@@ -187,6 +200,7 @@ class TrainConfig:
     overwrite: bool = _help("Start over in an --out that holds a previous run or other files (other files are kept).", False)
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check(self.objective in ("auto", *OBJECTIVES), f"objective {self.objective!r} is not one of auto, {', '.join(OBJECTIVES)}; pass --objective auto to use the data's")
         _check(bool(self.out), "out is empty; pass --out DIR for checkpoints and metrics")
         _check(self.preset in PRESET_NAMES, f"preset {self.preset!r} is not one of {', '.join(PRESET_NAMES)}")
@@ -229,6 +243,7 @@ class AttentionConfig:
     head: int = _help("Head shown in the attention map.", 0)
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check(self.num_segments >= 1, f"num_segments {self.num_segments} must be 1 or more")
         _check(self.ablation_segments >= 1, f"ablation_segments {self.ablation_segments} must be 1 or more")
         _check(8 <= self.max_seq_length <= 512, f"max_seq_length {self.max_seq_length} must be in [8, 512]")
@@ -251,7 +266,9 @@ class ProbeConfig:
     progression_segments: int = _help("By-step curve: held-out texts per checkpoint for the head statistics.", 32)
 
     def __post_init__(self) -> None:
-        _check(self.probe_seeds >= 1, f"probe_seeds {self.probe_seeds} must be 1 or more (3 or more for a CI)")
+        _check_finite(self)
+        _check(self.probe_seeds >= 2, f"probe_seeds {self.probe_seeds} must be 2 or more: the comparison with the random "
+                                     "twin is a CI over seeds, which needs two (3 or more for a useful one)")
         _check(self.probe_train_size >= 0, f"probe_train_size {self.probe_train_size} must be 0 (all) or more")
         _check(self.probe_max_examples >= 0, f"probe_max_examples {self.probe_max_examples} must be 0 (all) or more")
         _check(8 <= self.probe_max_length <= 512, f"probe_max_length {self.probe_max_length} must be in [8, 512]")
@@ -333,6 +350,7 @@ class FinetuneConfig:
     progress: bool = _help("Show a progress bar.", True)
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check(bool(self.model), "model is empty; pass --model builtin:minilm or a checkpoint dir")
         _check(bool(self.task), "task is empty; pass --task builtin:rt-polarity, a data file or dir")
         _check(self.init in ("pretrained", "random"), f"init {self.init!r} is not pretrained or random; pass --init random for a random baseline")

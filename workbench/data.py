@@ -19,7 +19,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from .delimited import delimited_rows
-from .errors import WorkbenchError, one_line
+from .errors import WorkbenchError, one_line, special_kind
 
 __all__ = [
     "BUILTIN_WIKIPEDIA",
@@ -549,6 +549,10 @@ def _supported_list() -> str:
 
 def _local_files(path: Path, report: CorpusReport | None = None) -> list[Path]:
     """The files a local source reads, sorted; a saved dataset's folder counts as one entry."""
+    kind = special_kind(path)
+    if kind is not None:  # neither a file nor a folder: reading a FIFO waits for a writer, /dev/zero never ends
+        raise WorkbenchError(f"corpus '{path}' is {kind}, not a file or folder; save the text to a file "
+                             f"({_supported_list()}) and pass that")
     if _is_saved_dataset(path) or path.is_file():
         if path.is_file() and _extension(path) not in SUPPORTED_EXTENSIONS:
             raise WorkbenchError(

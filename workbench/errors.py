@@ -1,17 +1,22 @@
 """The one exception type the CLI turns into a one-line message and a non-zero exit, the
-refusal every model loader gives for a checkpoint that is an unsafe pickle, and the one-line
-text of a library's exception quoted inside such a message."""
+refusal every model loader gives for a checkpoint that is an unsafe pickle, the one-line
+text of a library's exception quoted inside such a message, and the name of a path that is
+neither a file nor a folder (a FIFO, a device) for such a message."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import stat
 from pathlib import Path
 
-__all__ = ["WorkbenchError", "one_line", "pickle_refusal"]
+__all__ = ["WorkbenchError", "one_line", "pickle_refusal", "special_kind"]
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
 class WorkbenchError(Exception):
@@ -44,3 +49,12 @@ def pickle_refusal(exc: BaseException, what: str, path: str | Path) -> Workbench
         "where you trust it (model.save_pretrained(DIR) writes model.safetensors), or pass another "
         "checkpoint"
     )
+
+
+def special_kind(path: str | Path) -> str | None:
+    """What ``path`` is when it exists but is neither a regular file nor a folder ("a FIFO (named pipe)"), else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return next((name for test, name in _SPECIAL if test(mode)), None)

@@ -38,7 +38,7 @@ from .checkpoint import check_model_checkpoint, latest_checkpoint
 from .config import FinetuneConfig
 from .engine import Engine, TrainingDiverged, autocast, resolve_attention
 from .errors import WorkbenchError, one_line, pickle_refusal
-from .model import quiet_transformers
+from .model import load_failure, quiet_transformers
 from .outputs import OutputDir
 from .provenance import collect as collect_provenance
 from .splits import TaskData, stratified_sample
@@ -109,7 +109,8 @@ def load_classifier(spec: str, labels: Sequence[str], init: str = "pretrained", 
                 new = sorted({k.rsplit(".", 1)[0] for k in info["missing_keys"]})
     except Exception as exc:
         refusal = pickle_refusal(exc, f"--model {spec!r}", path)
-        raise refusal or WorkbenchError(f"could not load --model {spec!r}: {one_line(exc, 200)}; "
+        reason = load_failure(exc, AutoModelForSequenceClassification, path, config=config, dtype=torch.float32)
+        raise refusal or WorkbenchError(f"could not load --model {spec!r}: {reason}; "
                                         "pass a BERT checkpoint dir or builtin:minilm") from None
     info = {"checkpoint": path, "init": "random" if random_init else "pretrained", "new_parameters": new,
             "parameters": sum(p.numel() for p in model.parameters()),

@@ -29,7 +29,7 @@ from transformers.models.bert.modeling_bert import eager_attention_forward
 from transformers.utils import logging as hf_logging
 
 from .builtin import resolve_pretrained
-from .errors import WorkbenchError, pickle_refusal
+from .errors import WorkbenchError, one_line, pickle_refusal
 from .labels import IGNORE_INDEX
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "PretrainingLoss",
     "PretrainingModule",
     "build_model",
+    "load_failure",
     "pretraining_loss",
     "preset_config",
     "quiet_transformers",
@@ -117,7 +118,7 @@ def build_model(preset: str, tokenizer: PreTrainedTokenizerBase, init: str | Non
                 hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
             )
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = load_failure(exc, BertForPreTraining, path, 160, attn_implementation="sdpa", dtype=torch.float32)
         refusal = pickle_refusal(exc, f"--init {init!r}", path)
         raise refusal or WorkbenchError(f"could not load --init {init!r}: {reason}; pass a BERT checkpoint dir or builtin:minilm") from None
     model.config.architectures = ["BertForPreTraining"]
@@ -148,6 +149,29 @@ def quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bar:
             hf_logging.enable_progress_bar()
+
+
+def load_failure(exc: BaseException, cls: Any, path: str, limit: int = 200, **kwargs: Any) -> str:
+    """Why ``cls.from_pretrained(path, **kwargs)`` failed, in one line.
+
+    transformers ends a size mismatch with "look at the above report!", a report that
+    :func:`quiet_transformers` silences; the tensors that do not fit are named instead, read by
+    loading once more with ``ignore_mismatched_sizes``.
+    """
+    text = one_line(exc, limit)
+    if "above report" not in text:
+        return text
+    try:
+        with quiet_transformers():
+            _, info = cls.from_pretrained(path, **{**kwargs, "ignore_mismatched_sizes": True, "output_loading_info": True})
+        mismatched = sorted(info.get("mismatched_keys") or [])
+    except Exception:  # noqa: BLE001 - the explanation is best effort; the refusal stands anyway
+        mismatched = []
+    if not mismatched:
+        return "its weights do not fit its config.json (a tensor's shape or layout differs; was config.json edited?)"
+    name, saved, wanted = mismatched[0]
+    return (f"{len(mismatched)} weight tensor(s) do not fit its config.json, e.g. {name} is {list(saved)} in the "
+            f"weights but {list(wanted)} by the config (was config.json edited?)")
 
 
 def _group(keys: list[str]) -> list[str]:

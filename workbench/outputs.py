@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import WorkbenchError
+from .errors import WorkbenchError, special_kind
 
 __all__ = [
     "MANIFEST",
@@ -92,11 +92,13 @@ def check_out_path(path: str | Path, flag: str = "--out") -> Path:
     """``path`` as a Path; a WorkbenchError if it exists and is not a directory (call before any work)."""
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
-        raise WorkbenchError(f"{flag} {path} is a file, not a folder; pass a folder (new or existing) as {flag}")
+        what = special_kind(path) or "a file"
+        raise WorkbenchError(f"{flag} {path} is {what}, not a folder; pass a folder (new or existing) as {flag}")
     for parent in path.parents:  # a file on the way makes mkdir fail later, after the work
         if parent.exists():
             if not parent.is_dir():
-                raise WorkbenchError(f"{flag} {path}: {parent} is a file, not a folder; pass another {flag}")
+                what = special_kind(parent) or "a file"
+                raise WorkbenchError(f"{flag} {path}: {parent} is {what}, not a folder; pass another {flag}")
             break
     return path
 
@@ -219,30 +221,60 @@ class OutputDir:
         With ``create=False`` the folder is made at the first write, so a refused command leaves nothing.
         """
         path = check_out_path(path, flag)
+        entries = cls._read_entries(path, flag)  # a damaged manifest: refused before anything changes
         if create:
             path.mkdir(parents=True, exist_ok=True)
-        out = cls(path, command, cls._read_entries(path))
+        out = cls(path, command, entries)
         out.clean_temporaries()
         return out
 
     @classmethod
-    def read(cls, path: str | Path) -> OutputDir:
-        """A read-only view of ``path``'s manifest: nothing is checked, created or cleaned."""
+    def read(cls, path: str | Path, strict: bool = False) -> OutputDir:
+        """A read-only view of ``path``'s manifest: nothing is created or cleaned.
+
+        A damaged manifest reads as owning nothing, or with ``strict`` (a check before writing) is refused.
+        """
         path = Path(path).expanduser()
-        return cls(path, "", cls._read_entries(path))
+        try:
+            return cls(path, "", cls._read_entries(path))
+        except WorkbenchError:
+            if strict:
+                raise
+            return cls(path, "", {})
 
     @staticmethod
-    def _read_entries(path: Path) -> dict[str, dict[str, Any]]:
+    def _read_entries(path: Path, flag: str = "--out") -> dict[str, dict[str, Any]]:
+        """The manifest's records (none without one); a damaged manifest is refused in one line.
+
+        A process killed mid-write cannot damage it (it is replaced atomically); a user's edit or
+        file of that name can, and then nothing tells the workbench's entries from the user's.
+        """
+        manifest = path / MANIFEST
+        why = "it is not a workbench manifest"
         try:
-            data = json.loads((path / MANIFEST).read_text())
+            if not os.path.lexists(manifest):
+                return {}
+            if not manifest.is_file():  # a folder, a FIFO (reading one would wait), a dangling link
+                raise IsADirectoryError
+            data = json.loads(manifest.read_bytes().decode("utf-8"))
             entries = data["entries"]
             return {str(k): dict(v) for k, v in entries.items() if isinstance(v, dict)}
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            # A damaged manifest (killed mid-rename cannot do this; a user edit can): owning
-            # nothing is the safe reading, so nothing here is replaced or deleted.
-            return {}
+        except IsADirectoryError:
+            why = f"it is {special_kind(manifest) or ('a folder' if manifest.is_dir() else 'a broken link')}, not a file"
+        except UnicodeDecodeError:
+            why = "it is not UTF-8 text"
+        except json.JSONDecodeError as exc:
+            why = f"it is not JSON: {exc.msg} at line {exc.lineno}"
+        except OSError as exc:
+            why = f"it cannot be read: {exc.strerror}"
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+        raise WorkbenchError(
+            f"{manifest} is damaged ({why}), so workbench cannot tell what it wrote in {path} and changes nothing "
+            f"there; restore that file, or pass another {flag} (moving it away makes every entry in {path} count "
+            "as yours: kept, never replaced)")
 
     def clean_temporaries(self) -> list[str]:
         """Remove hidden temporaries left by processes that no longer run; returns their names."""

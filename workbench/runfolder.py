@@ -51,7 +51,7 @@ class RunFolder:
     def _check(self) -> tuple[Path | None, bool]:
         """The checkpoint to resume from, and whether OUT holds a run of ours; refuses what may not be written."""
         cfg, out = self.cfg, self.path
-        view = OutputDir.read(out)
+        view = OutputDir.read(out, strict=True)  # a damaged manifest is refused, not read as owning nothing
         foreign = view.foreign()
         ours = RUN_FILE in view.entries and (out / RUN_FILE).is_file() and view.owns(RUN_FILE)
         resume_from: Path | None = None

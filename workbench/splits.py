@@ -35,9 +35,10 @@ def stratified_split(labels: Sequence[Any], fractions: Sequence[float], seed: in
     for fraction in fractions:
         left = np.array([len(p) for p in pools]) - used
         take = _allocate(left, min(int(round(fraction * len(y))), int(left.sum())))
-        parts.append(np.sort(np.concatenate([p[u:u + t] for p, u, t in zip(pools, used, take, strict=True)])))
+        parts.append(np.sort(np.concatenate([p[u:u + t] for p, u, t in zip(pools, used, take, strict=True)]
+                                            or [np.zeros(0, np.int64)])))
         used += take
-    parts.append(np.sort(np.concatenate([p[u:] for p, u in zip(pools, used, strict=True)])))
+    parts.append(np.sort(np.concatenate([p[u:] for p, u in zip(pools, used, strict=True)] or [np.zeros(0, np.int64)])))
     return parts
 
 

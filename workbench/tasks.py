@@ -19,7 +19,7 @@ import pandas as pd
 from .config import FinetuneConfig
 from .data import builtin_rt_polarity_path
 from .delimited import delimited_rows
-from .errors import WorkbenchError, one_line
+from .errors import WorkbenchError, one_line, special_kind
 from .splits import TaskData, stratified_sample, stratified_split
 
 __all__ = [
@@ -87,6 +87,10 @@ def _read_rt_polarity() -> dict[str, pd.DataFrame]:
 
 
 def _read_local(path: Path) -> dict[str, pd.DataFrame]:
+    kind = special_kind(path)
+    if kind is not None:  # reading a FIFO would wait for a writer; a device never ends
+        raise WorkbenchError(f"task '{path}' is {kind}, not a file or folder; save the data to a "
+                             f"{'/'.join(_EXTENSIONS)} file and pass that")
     if path.is_file():
         if path.suffix.lower() not in _EXTENSIONS:
             raise WorkbenchError(f"task file '{path}' is not one of {', '.join(_EXTENSIONS)}; convert it or pass a dir")
@@ -183,7 +187,15 @@ def load_task(cfg: FinetuneConfig) -> TaskData:
         if pair is not None:
             out["text_b"] = frame[pair].fillna("").astype(str)
         out["label"] = [_label_text(v) for v in frame[cfg.label_column].tolist()]
+        dropped = len(notes)
         splits[name] = _drop_unlabelled(out, here, cfg.label_column, notes)
+        if len(splits[name]) == 0 and (len(raw) == 1 or name == "train"):  # refused alone, without the warnings
+            what = (f"its {len(out)} row(s) all have an empty or NaN label {cfg.label_column!r} or an empty text"
+                    if len(out) else "it has no data rows")
+            raise WorkbenchError(f"{here} has no labelled rows: {what}; fill in the labels, or pass the column "
+                                 "that holds them with --label-column NAME")
+        for message in notes[dropped:]:
+            print(f"warning: {message}", file=sys.stderr)
     splits = _arrange_splits(splits, cfg, notes, where)
     for name in ("train", "test"):
         if len(splits[name]) == 0:
@@ -202,14 +214,13 @@ def load_task(cfg: FinetuneConfig) -> TaskData:
 
 
 def _drop_unlabelled(frame: pd.DataFrame, where: str, label_column: str, notes: list[str]) -> pd.DataFrame:
-    """Rows with an empty text or an empty/NaN label, counted in a warning and left out."""
+    """Rows with an empty text or an empty/NaN label, counted in a note (the caller warns) and left out."""
     no_label = (frame["label"] == "").to_numpy()
     no_text = (frame["text"].str.strip() == "").to_numpy() & ~no_label
     for mask, what in ((no_label, f"an empty or NaN label {label_column!r}"), (no_text, "an empty text")):
         if mask.any():
             message = f"{where}: dropped {int(mask.sum())} row(s) with {what} (first: data row {int(np.argmax(mask)) + 1})"
             notes.append(message)
-            print(f"warning: {message}", file=sys.stderr)
     return frame[~(no_label | no_text)].reset_index(drop=True)
 
 

@@ -62,7 +62,9 @@ def train_tokenizer(
     )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
-    learned = _train_wordpiece(_word_counts(tok, texts), vocab_size, min_frequency)
+    counts = _word_counts(tok, texts)
+    _check_room(counts, vocab_size)
+    learned = _train_wordpiece(counts, vocab_size, min_frequency)
     # WordPiece only needs membership: canonical ids (specials, then sorted) keep the ids, and
     # so the dataset cache key, the same for the same vocabulary.
     vocab = {t: i for i, t in enumerate([*SPECIAL_TOKENS, *sorted(learned)])}
@@ -101,6 +103,20 @@ def _word_counts(tok: Tokenizer, texts: Iterable[str]) -> Counter[str]:
             kinds[c] = _char_kind(tok, c)
         counts.update(_splitter(kinds).findall(normalized))
     return counts
+
+
+def _check_room(counts: Counter[str], vocab_size: int) -> None:
+    """Refuse a vocabulary too small for the special tokens and the corpus's characters, which every WordPiece holds."""
+    starts = {word[0] for word in counts}
+    continuing = {c for word in counts for c in word[1:]}
+    alphabet = starts | continuing  # each character alone, and each that follows another as ##c
+    needed = len(SPECIAL_TOKENS) + len(alphabet) + len(continuing)
+    if vocab_size < needed:
+        raise WorkbenchError(
+            f"vocab_size {vocab_size} is too small for this corpus: the {len(SPECIAL_TOKENS)} special tokens, its "
+            f"{len(alphabet)} characters and {len(continuing)} ##continuations alone take {needed}, which the "
+            f"tokenizer would hold anyway; pass --vocab-size {needed} or more (8192 is the default)"
+        )
 
 
 def _char_kind(tok: Tokenizer, c: str) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import WorkbenchError
+from ..errors import WorkbenchError, special_kind
 from .configcheck import check_configs, config_bindings
 
 __all__ = [
@@ -124,10 +124,16 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
     """A flat ``name: value`` YAML mapping of notebook parameters."""
     import yaml
 
+    kind = special_kind(path)
+    if kind is not None:  # reading a FIFO would wait for a writer
+        raise WorkbenchError(f"parameters file {path} is {kind}, not a file; pass a YAML file to --params")
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise WorkbenchError(f"cannot read parameters file {path} ({exc.strerror}); pass an existing YAML file to --params") from None
+    except UnicodeDecodeError as exc:
+        raise WorkbenchError(f"parameters file {path} is not valid UTF-8 (byte offset {exc.start}); "
+                             "re-save it as UTF-8") from None
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "syntax error"
         raise WorkbenchError(f"parameters file {path} is not valid YAML ({first}); write one `name: value` per line") from None

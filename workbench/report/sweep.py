@@ -74,6 +74,7 @@ def _plans(grid: Mapping[str, Sequence[Any]], params: Mapping[str, Any], seeds: 
            notebooks_dir: str | Path, notebooks: Sequence[str] | None) -> list[tuple[str, dict[str, Any], Plan]]:
     """Every run of the sweep, checked before any starts: (run name, combination, plan)."""
     out = []
+    parsed: dict[str, dict[str, Any]] = {name: {} for name in grid}  # each value as given -> as the notebook reads it
     for k, values in enumerate(itertools.product(*grid.values()), 1):
         for seed in seeds if seeds is not None else [None]:
             combo = dict(zip(grid, values, strict=True)) | ({} if seed is None else {SEED_PARAM: seed})
@@ -81,8 +82,23 @@ def _plans(grid: Mapping[str, Sequence[Any]], params: Mapping[str, Any], seeds: 
             if seed is not None and not any(SEED_PARAM in d for d in p.declared):
                 raise WorkbenchError(f"--seeds: no notebook of {', '.join(x.stem for x in p.paths)} declares a `seed` parameter")
             shown = {n: p.params.get(n) for n in combo}  # coerced: 0.15, not "0.15"
+            for name, value in zip(grid, values, strict=True):
+                parsed[name].setdefault(str(value), shown[name])
             out.append((f"{k:02d}" + ("" if seed is None else f"-s{seed}"), shown, p))
+    _check_parsed_twice(parsed)
     return out
+
+
+def _check_parsed_twice(parsed: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse two values of one --param that the notebook reads as the same (0.2 and 0.20): one run twice."""
+    for name, values in parsed.items():
+        seen: dict[str, str] = {}
+        for given, value in values.items():
+            key = _key({"v": value})
+            if key in seen:
+                raise WorkbenchError(f"--param {name} lists {seen[key]} and {given}, which are the same value "
+                                     f"({value!r}) to the notebook; list each once")
+            seen[key] = given
 
 
 def _definition(grid: Mapping[str, Sequence[Any]], seeds: Sequence[int] | None, runs: list[tuple[str, dict[str, Any], Plan]],
