@@ -106,7 +106,7 @@ def _write_failure(exc: BaseException, folder: Path, name: str) -> WorkbenchErro
         return DiskFullError(f"no space left on the device of {folder} while writing {name}; "
                              "free some space or pass another folder")
     if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return WorkbenchError(f"{folder} cannot be written ({exc.strerror.lower()}) while writing {name}; "
+        return WorkbenchError(f"{folder} cannot be written ({(exc.strerror or os.strerror(exc.errno)).lower()}) while writing {name}; "
                               "pass a folder you can write to")
     return None
 
