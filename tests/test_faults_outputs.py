@@ -286,8 +286,8 @@ def test_a_read_only_out_is_refused_before_any_work(command, world, tmp_path, ca
     _look_alikes(out)
     before = _snapshot(out)
     _no_work(monkeypatch)
-    with _read_only(out):
-        rc, err = _run(_argv(command, world, out), capsys)
+    with _read_only(out):  # pretrain --overwrite: the foreign file alone would not stop it
+        rc, err = _run(_argv(command, world, out, *(["--overwrite"] if command == "pretrain" else [])), capsys)
     _refused(rc, err, f"--out {out} cannot be written", "pass a folder you can write to as --out")
     assert _snapshot(out) == before
 
