@@ -129,10 +129,10 @@ def check_writable_folder(path: str | Path, flag: str = "--out") -> None:
 
 
 def is_disk_full(exc: BaseException, path: str | Path) -> bool:
-    """True if ``exc`` (an OSError, or torch's RuntimeError while writing) means ``path``'s disk is full."""
+    """True if ``exc``, raised while writing into ``path``, means its disk is full (by errno, or by the space left)."""
     if isinstance(exc, OSError) and exc.errno in _FULL:
         return True
-    if not isinstance(exc, (OSError, RuntimeError)):
+    if isinstance(exc, OSError) and exc.errno is not None:  # another cause, named by its errno
         return False
     try:
         return shutil.disk_usage(path).free < _MIN_FREE

@@ -323,7 +323,9 @@ class OutputDir:
                 os.fsync(f.fileno())
             return self.commit(tmp, name, kind)
         except OSError as exc:
-            raise _write_failure(exc, self.path, name) or exc from None
+            if (failure := _write_failure(exc, self.path, name)) is None:
+                raise
+            raise failure from None
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -342,8 +344,10 @@ class OutputDir:
             tmp.mkdir()
             build(tmp)
             return self.commit(tmp, name, "dir")
-        except (OSError, RuntimeError) as exc:
-            raise _write_failure(exc, self.path, name) or exc from None
+        except Exception as exc:  # torch and safetensors report a full disk in their own exceptions
+            if (failure := _write_failure(exc, self.path, name)) is None:
+                raise
+            raise failure from None
         finally:
             _remove(tmp)
 
