@@ -28,6 +28,7 @@ from workbench.checkpoint import (
 )
 from workbench.config import DataConfig, TrainConfig
 from workbench.model import build_model
+from workbench.outputs import temp_name
 from workbench.pretraining_data import prepare_dataset
 from workbench.train import pretrain
 
@@ -124,8 +125,9 @@ def test_a_crash_mid_save_leaves_no_partial_checkpoint(tmp_path, tiny, minilm_to
     assert not list(tmp_path.glob(".checkpoint-2.tmp-*"))  # the failed save cleaned up after itself
     # A process killed while saving leaves its temporary: the next run removes it (its pid is gone).
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (tmp_path / f".checkpoint-2.tmp-{int(dead.stdout)}.00ff").mkdir()
-    (tmp_path / f".checkpoint-2.tmp-{int(dead.stdout)}.00ff" / "model.safetensors").write_bytes(b"half")
+    stale = tmp_path / temp_name("checkpoint-2", pid=int(dead.stdout))
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
     clean_stale(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".workbench-manifest.json", "checkpoint-1"]
     assert load_training_state(tmp_path / "checkpoint-1")["step"] == 1

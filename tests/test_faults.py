@@ -23,7 +23,7 @@ from workbench import finetune as finetune_module
 from workbench.checkpoint import TRAINING_STATE, WEIGHTS, checkpoint_problem, list_checkpoints
 from workbench.config import DataConfig, TrainConfig
 from workbench.data import iter_documents
-from workbench.outputs import MANIFEST
+from workbench.outputs import MANIFEST, temp_name
 from workbench.pretraining_data import load_prepared, prepare_dataset
 from workbench.train import pretrain
 
@@ -193,7 +193,7 @@ def test_temporaries_of_a_killed_run_are_cleaned_by_the_next(world, tmp_path, ca
                               capture_output=True, text=True).stdout)
     out = tmp_path / "run"
     shutil.copytree(world["run"], out)
-    stale = out / f".checkpoint-3.tmp-{dead}"  # a save killed part-way
+    stale = out / temp_name("checkpoint-3", pid=dead)  # a save killed part-way
     stale.mkdir()
     (stale / WEIGHTS).write_bytes(b"half")
     (out / ".my-hidden-notes").write_text("mine")
@@ -327,7 +327,11 @@ def test_a_damaged_model_checkpoint_offers_the_previous_one(command, world, tmp_
 # ------------------------------------------------------------------- property: random trees
 _NAMES = ["stats.json", "notes.txt", "src", "dataset", "tokenizer", "checkpoint-3", "checkpoint-7", "checkpoint-2",
           "metrics.jsonl", "eval.json", "run.json", "results.json", "predictions.tsv", "head_stats.csv", "model",
-          ".hidden", "data.arrow", "README.md"]
+          ".hidden", "data.arrow", "README.md", "checkpoint-2.user-files",
+          # The workbench's own temporary patterns, with a pid that never runs and no valid token:
+          # older versions' names, the issue's look-alikes, and today's pattern with a forged check.
+          ".stats.json.tmp-4194999", ".dataset.old-4194999.0a1b", ".checkpoint-2.tmp-4194999.00ff",
+          ".env.tmp-31337", ".thesis.old-2024", ".run.json.tmp-4194999.0123abcd0123456789abcdef"]
 
 
 def _random_tree(root: Path, rng: random.Random) -> None:

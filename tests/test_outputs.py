@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from workbench.outputs import (
     MANIFEST,
     OutputDir,
     check_out_path,
+    temp_name,
     write_json_atomic,
     write_text_atomic,
 )
@@ -141,17 +141,27 @@ def test_a_kill_between_record_and_rename_leaves_the_old_entry_owned(tmp_path, m
 
 def test_temporaries_of_dead_processes_are_cleaned_and_user_hidden_files_kept(tmp_path):
     dead = _dead_pid()
-    (tmp_path / f".checkpoint-5.tmp-{dead}").mkdir()  # an older workbench's naming
-    (tmp_path / f".checkpoint-5.tmp-{dead}" / "model.safetensors").write_bytes(b"half")
-    (tmp_path / f".dataset.old-{dead}.0a1b").mkdir()
-    (tmp_path / f".stats.json.tmp-{dead}.ff00").write_text("{")
-    live = tmp_path / f".eval.json.tmp-{os.getpid()}.1234"  # a run still going (this process)
+    stale = tmp_path / temp_name("checkpoint-5", pid=dead)  # a save killed part-way
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    (tmp_path / temp_name("dataset", "old", pid=dead)).mkdir()
+    (tmp_path / temp_name("stats.json", pid=dead)).write_text("{")
+    live = tmp_path / temp_name("eval.json")  # a run still going (this process)
     live.write_text("{")
+    # A user's files named like temporaries (an older workbench's patterns, a forged token): kept, foreign.
+    look_alikes = [f".checkpoint-5.tmp-{dead}", f".dataset.old-{dead}.0a1b", f".stats.json.tmp-{dead}.ff00",
+                   ".env.tmp-31337", ".thesis.old-2024", stale.name[:-1] + ("0" if stale.name[-1] != "0" else "1")]
+    for name in look_alikes:
+        (tmp_path / name).write_text("mine")
     (tmp_path / ".gitignore").write_text("*.pt\n")
     (tmp_path / ".draft.tmp").write_text("mine")
     out = OutputDir.open(tmp_path, "pretrain")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".draft.tmp", ".gitignore", live.name])
-    assert out.foreign() == [".draft.tmp", ".gitignore"]
+    assert len(list(tmp_path.iterdir())) == 4 + len(look_alikes) + 2  # opening removes nothing
+    out.write_text("run.json", "{}")  # the first write cleans
+    kept = sorted([".draft.tmp", ".gitignore", live.name, "run.json", MANIFEST, *look_alikes])
+    assert sorted(p.name for p in tmp_path.iterdir()) == kept
+    assert out.foreign() == sorted([".draft.tmp", ".gitignore", *look_alikes])
+    assert all((tmp_path / name).read_text() == "mine" for name in look_alikes)
 
 
 def test_verify_names_a_truncated_or_missing_file(tmp_path):

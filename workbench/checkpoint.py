@@ -32,7 +32,7 @@ from safetensors import safe_open
 from transformers.utils import logging as hf_logging
 
 from .errors import WorkbenchError
-from .outputs import MANIFEST, OutputDir, write_json_atomic
+from .outputs import MANIFEST, DiskFullError, OutputDir, write_json_atomic
 
 __all__ = [
     "CHECKPOINT_PREFIX",
@@ -228,7 +228,13 @@ def save_checkpoint(out_dir: str | Path | OutputDir, step: int, model: Any, toke
         torch.save(training_state, tmp / TRAINING_STATE)
 
     # e.g. re-saving a step after a resume: the old copy is swapped out, then dropped
-    final = owner.replace_dir(f"{CHECKPOINT_PREFIX}{step}", build)
+    try:
+        final = owner.replace_dir(f"{CHECKPOINT_PREFIX}{step}", build)
+    except DiskFullError:  # the temporary is gone and nothing was pruned: the last good checkpoint stands
+        good, _ = loadable_checkpoint(owner.path)
+        kept = f"the last good checkpoint, {good}, is intact" if good else "no earlier checkpoint was saved"
+        raise WorkbenchError(f"no space left on the device of {owner.path} to save {CHECKPOINT_PREFIX}{step}; "
+                             f"{kept}; free some space and continue with --resume") from None
     prune_checkpoints(owner, keep, keep_every)
     return final
 

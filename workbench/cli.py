@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import math
+import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -312,6 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a write that failed for want of space or permission, wherever it came
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        where = exc.filename or "an output folder"
+        fix = "free some space" if exc.errno != errno.EROFS else "pass a folder you can write to"
+        print(f"error: could not write {where} ({(exc.strerror or os.strerror(exc.errno)).lower()}); {fix} and run again", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

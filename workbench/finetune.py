@@ -39,7 +39,7 @@ from .config import FinetuneConfig
 from .engine import Engine, TrainingDiverged, autocast, resolve_attention
 from .errors import WorkbenchError, one_line, pickle_refusal
 from .model import load_failure, quiet_transformers
-from .outputs import OutputDir
+from .outputs import OutputDir, check_writable_folder
 from .provenance import collect as collect_provenance
 from .splits import TaskData, stratified_sample
 from .tasks import load_task
@@ -286,7 +286,15 @@ def _open_out(cfg: FinetuneConfig, report_to: Sequence[str]) -> OutputDir | None
     outdir = OutputDir.open(cfg.out, "finetune", create=False)
     outdir.check_writable([PREDICTIONS_FILE, RESULTS_FILE, *tracking.entries(report_to)]
                           + ([MODEL_DIR] if cfg.save_model else []))
+    check_writable_folder(outdir.path, "--out")  # a read-only or full --out: now, not after the training
     return outdir
+
+
+def _adopt_trackers(outdir: OutputDir, report_to: Sequence[str]) -> None:
+    """Record the tracker files and dirs this run wrote in OUT's manifest (they were checked to be ours)."""
+    for name in tracking.entries(report_to):
+        if (outdir.path / name).exists():
+            outdir.adopt(name, "log" if (outdir.path / name).is_file() else "dir")
 
 
 def _train_frame(cfg: FinetuneConfig, data: TaskData, warnings: list[str]) -> pd.DataFrame:
@@ -426,10 +434,10 @@ def finetune(cfg: FinetuneConfig, data: TaskData | None = None, callbacks: Seque
     module, total = _prepare(engine, model, cfg, len(enc["train"]))
     run = _Progress(total)
     if outdir is not None:
-        tracking.start(engine.accelerator, cfg.out, asdict(cfg), fresh=True)  # the tracker dirs were checked to be ours
-        for name in tracking.entries(report_to) if engine.is_main else ():
-            if (outdir.path / name).exists():
-                outdir.adopt(name, "log" if (outdir.path / name).is_file() else "dir")
+        # A fresh run: TensorBoard events of an earlier run here go, only if that folder is the workbench's.
+        tracking.start(engine.accelerator, cfg.out, asdict(cfg), fresh=outdir if engine.is_main else None)
+        if engine.is_main:
+            _adopt_trackers(outdir, report_to)
     # Train with early stopping, then restore the best weights.
     _fit(engine, module, model, enc, cfg, data.labels, run, lambda m: _log(engine, run, callbacks, m), pad_id)
     if run.best_state is not None:
@@ -442,6 +450,7 @@ def finetune(cfg: FinetuneConfig, data: TaskData | None = None, callbacks: Seque
     results["wall_seconds"] = time.perf_counter() - start_time
     frame = _predictions(data, probs, enc["test"].labels >= 0)
     if outdir is not None and engine.is_main:
+        _adopt_trackers(outdir, report_to)  # as they are now: every event file the run wrote is listed
         _write_outputs(outdir, results, frame, model, tok, cfg.save_model)
     engine.accelerator.wait_for_everyone()
     return FinetuneResult(outdir.path if outdir else None, results, frame, run.history, model, tok)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import AttentionConfig
-from .outputs import OutputDir
+from .outputs import OutputDir, check_writable_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,6 +39,7 @@ def run_heads(cfg: AttentionConfig, out_dir: str | Path) -> HeadsResult:
     """Per-head statistics of ``cfg.model`` over ``cfg.num_segments`` segments of ``cfg.corpus``, written to ``out_dir``."""
     out = OutputDir.open(out_dir, "heads", create=False)  # before any work: a file or a foreign csv is refused
     out.check_writable([HEAD_STATS, HEADS_RUN])
+    check_writable_folder(out.path, "--out")
 
     from . import attention
 

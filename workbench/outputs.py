@@ -9,103 +9,72 @@ replaced, deleted or appended to, whatever its name (a user's ``stats.json``, a 
 ``checkpoint-7``). A recorded entry whose content no longer matches the record (a user put
 their own file under that name) counts as foreign too.
 
-Writes are atomic: an entry is built under a hidden temporary name in the same folder
-(``.NAME.tmp-PID.HEX``) and renamed into place. Temporaries of a killed process (its pid no
-longer runs) are removed by the next :meth:`OutputDir.open`. The size list also validates
-caches cheaply: :meth:`OutputDir.verify` reports a truncated or missing file without reading it.
+Writes are atomic: an entry is built under a hidden temporary name in the same folder and
+renamed into place. A temporary's name carries the workbench's own token,
+``.NAME.tmp-PID.RAND+CHECK``, whose CHECK is a keyed hash of the rest: a user's file named like
+a temporary (``.env.tmp-31337``, ``.thesis.old-2024``) never passes for one and is foreign.
+Temporaries of a killed process (its pid no longer runs) are removed at this folder's first
+write, never by a command that refuses before writing. The size list validates caches cheaply
+(:meth:`OutputDir.verify` reports a truncated or missing file without reading it); a content
+hash per file (xxh3) catches a same-size edit when asked to (``content=True``).
+
+Files a user adds inside a folder of ours (``checkpoint-2/my_eval.json``) are not in its
+record: when the folder is replaced they are moved into the new one, and when it is removed
+they are moved aside to ``NAME.user-files``, each with a one-line note; never deleted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
-import hashlib
 import json
 import os
-import re
-import secrets
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
+from .atomic import (
+    check_out_path,
+    check_writable_folder,
+    is_disk_full,
+    is_workbench_temp,
+    read_json_object,
+    temp_name,
+    temp_pid,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from .errors import WorkbenchError, special_kind
+from .records import changed_content, describe, extras, identity, mismatch, same_entry
 
 __all__ = [
+    "ASIDE",
+    "DiskFullError",
+    "LOCK",
     "MANIFEST",
     "OutputDir",
     "check_out_path",
+    "check_writable_folder",
+    "is_disk_full",
     "is_workbench_temp",
     "read_json_object",
+    "temp_name",
     "write_bytes_atomic",
     "write_json_atomic",
     "write_text_atomic",
 ]
 
 MANIFEST = ".workbench-manifest.json"
+LOCK = ".workbench-lock"  # held by a process building entries here (a cache), so another waits, then reuses
 _FORMAT = 1
-# Hidden temporaries: ".NAME.tmp-PID" (older workbench versions) or ".NAME.tmp-PID.HEX".
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:\.[0-9a-f]+)?$")
-_HASH_LIMIT = 1 << 20  # files up to 1 MiB get a sha256 in the record; larger ones a size only
-
-
-# ------------------------------------------------------------------------------ atomic writes
-def _temp_name(name: str, kind: str = "tmp") -> str:
-    return f".{name}.{kind}-{os.getpid()}.{secrets.token_hex(4)}"
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a hidden temporary sibling, fsync it, then rename it over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(_temp_name(path.name))
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # a crash after the rename never leaves an empty file
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` as UTF-8 atomically (see :func:`write_bytes_atomic`)."""
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON atomically (see :func:`write_text_atomic`)."""
-    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def read_json_object(path: str | Path) -> dict[str, Any] | None:
-    """A JSON file's object, or None if it is missing, unreadable or not an object."""
-    try:
-        obj = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def check_out_path(path: str | Path, flag: str = "--out") -> Path:
-    """``path`` as a Path; a WorkbenchError if it exists and is not a directory (call before any work)."""
-    path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
-        what = special_kind(path) or "a file"
-        raise WorkbenchError(f"{flag} {path} is {what}, not a folder; pass a folder (new or existing) as {flag}")
-    for parent in path.parents:  # a file on the way makes mkdir fail later, after the work
-        if parent.exists():
-            if not parent.is_dir():
-                what = special_kind(parent) or "a file"
-                raise WorkbenchError(f"{flag} {path}: {parent} is {what}, not a folder; pass another {flag}")
-            break
-    return path
-
-
-def is_workbench_temp(name: str) -> bool:
-    """True if ``name`` is a hidden temporary in the workbench's own naming."""
-    return _TEMP.match(name) is not None
+ASIDE = ".user-files"  # suffix of the folder that keeps a user's files from an owned folder removed
 
 
 def _pid_running(pid: int) -> bool:
@@ -127,83 +96,23 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-# ---------------------------------------------------------------------------------- records
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 16), b""):
-            h.update(block)
-    return h.hexdigest()
+class DiskFullError(WorkbenchError):
+    """A write into an output folder failed for want of space (the folder is named)."""
 
 
-def _describe(path: Path, kind: str) -> dict[str, Any]:
-    """The record of an entry: its files' sizes (dirs), or size and sha256 (files)."""
-    if kind == "dir":
-        files = {str(p.relative_to(path)): p.stat().st_size
-                 for p in sorted(path.rglob("*")) if p.is_file()}
-        return {"kind": kind, "files": files}
-    if kind == "log":  # appended to while a run goes on: its start is what stays the same
-        with open(path, "rb") as f:
-            head = f.read(_HASH_LIMIT)
-        return {"kind": kind, "prefix_size": len(head), "prefix_sha256": hashlib.sha256(head).hexdigest()}
-    size = path.stat().st_size
-    record: dict[str, Any] = {"kind": kind, "size": size}
-    if size <= _HASH_LIMIT:
-        record["sha256"] = _sha256(path)
-    return record
-
-
-def _identity(st: os.stat_result, kind: str) -> list[int]:
-    """Inode (and for files the modification time): a file of ours rewritten in place differs.
-
-    Folders and logs are identified by inode alone: files inside a folder of ours may be added,
-    truncated or lost (it stays ours, and :meth:`OutputDir.verify` says what is wrong), and a
-    log grows.
-    """
-    return [st.st_ino, st.st_mtime_ns] if kind == "file" else [st.st_ino]
-
-
-def _mismatch(path: Path, record: dict[str, Any]) -> str | None:
-    """Why ``path`` no longer matches ``record`` (one short phrase), or None if it does."""
-    kind = record.get("kind")
-    if not path.exists():
-        return f"{path.name} is missing"
-    if kind == "log":
-        return None if path.is_file() else f"{path.name} is not a file"
-    if kind == "dir":
-        if not path.is_dir():
-            return f"{path.name} is not a folder"
-        for rel, size in record.get("files", {}).items():
-            f = path / rel
-            if not f.is_file():
-                return f"{path.name}/{rel} is missing"
-            if f.stat().st_size != size:
-                return f"{path.name}/{rel} has {f.stat().st_size} bytes, {size} were written"
-        return None
-    if not path.is_file():
-        return f"{path.name} is not a file"
-    size = path.stat().st_size
-    if size != record.get("size"):
-        return f"{path.name} has {size} bytes, {record.get('size')} were written"
-    if "sha256" in record and _sha256(path) != record["sha256"]:
-        return f"{path.name} differs from what was written"
+def _write_failure(exc: BaseException, folder: Path, name: str) -> WorkbenchError | None:
+    """The one-line error for a write of ``name`` into ``folder`` that failed for want of space or permission."""
+    if is_disk_full(exc, folder):
+        return DiskFullError(f"no space left on the device of {folder} while writing {name}; "
+                             "free some space or pass another folder")
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return WorkbenchError(f"{folder} cannot be written ({(exc.strerror or os.strerror(exc.errno)).lower()}) while writing {name}; "
+                              "pass a folder you can write to")
     return None
 
 
-def _same_entry(path: Path, st: os.stat_result, record: dict[str, Any]) -> bool:
-    kind = record.get("kind", "")
-    if _identity(st, kind) == record.get("identity"):
-        return True
-    if kind == "dir":
-        files = record.get("files") or {}
-        return path.is_dir() and bool(files) and all((path / rel).is_file() for rel in files)
-    if kind == "log":  # a copy, since grown: it still starts with what was recorded
-        n = record.get("prefix_size", 0)
-        if n <= 0 or not path.is_file() or path.stat().st_size < n:
-            return False
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read(n)).hexdigest() == record.get("prefix_sha256")
-    return kind == "file" and _mismatch(path, record) is None
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
 
 
 class OutputDir:
@@ -211,12 +120,13 @@ class OutputDir:
 
     def __init__(self, path: Path, command: str, entries: dict[str, dict[str, Any]]) -> None:
         self.path, self.command = path, command
-        self.entries = entries  # name -> record (kind, command, time, files/size/sha256)
+        self.entries = entries  # name -> record (kind, command, time, files/size/hashes)
+        self._cleaned = False  # dead runs' temporaries are removed at the first write, not before
 
     # ------------------------------------------------------------------------ opening, reading
     @classmethod
     def open(cls, path: str | Path, command: str, flag: str = "--out", create: bool = True) -> OutputDir:
-        """Check ``path`` (a file is refused), read its manifest, and remove dead runs' temporaries.
+        """Check ``path`` (a file is refused) and read its manifest; nothing is removed until the first write.
 
         With ``create=False`` the folder is made at the first write, so a refused command leaves nothing.
         """
@@ -224,9 +134,7 @@ class OutputDir:
         entries = cls._read_entries(path, flag)  # a damaged manifest: refused before anything changes
         if create:
             path.mkdir(parents=True, exist_ok=True)
-        out = cls(path, command, entries)
-        out.clean_temporaries()
-        return out
+        return cls(path, command, entries)
 
     @classmethod
     def read(cls, path: str | Path, strict: bool = False) -> OutputDir:
@@ -241,6 +149,10 @@ class OutputDir:
             if strict:
                 raise
             return cls(path, "", {})
+
+    def reload(self) -> None:
+        """Read the manifest again (another process may have written here meanwhile)."""
+        self.entries = self._read_entries(self.path)
 
     @staticmethod
     def _read_entries(path: Path, flag: str = "--out") -> dict[str, dict[str, Any]]:
@@ -277,16 +189,25 @@ class OutputDir:
             "as yours: kept, never replaced)")
 
     def clean_temporaries(self) -> list[str]:
-        """Remove hidden temporaries left by processes that no longer run; returns their names."""
+        """Remove the workbench's temporaries left by processes that no longer run; returns their names.
+
+        Only names carrying the workbench's token count; a user's look-alike is never touched.
+        """
+        self._cleaned = True
         if not self.path.is_dir():
             return []
         removed = []
         for p in self.path.iterdir():
-            m = _TEMP.match(p.name)
-            if m and not _pid_running(int(m.group("pid"))):
+            pid = temp_pid(p.name)
+            if pid is not None and not _pid_running(pid):
                 _remove(p)
                 removed.append(p.name)
         return sorted(removed)
+
+    def _begin_write(self) -> None:
+        """Called by every write: the command has decided to write here, so dead runs' temporaries may go."""
+        if not self._cleaned:
+            self.clean_temporaries()
 
     def owns(self, name: str) -> bool:
         """True if ``name`` was written by the workbench and is still what it wrote (or is gone).
@@ -295,7 +216,7 @@ class OutputDir:
         of the folder the same content (files) or the same file names (folders, whose files
         may be damaged); a user's file put under a recorded name is foreign.
         """
-        if name == MANIFEST or is_workbench_temp(name):
+        if name in (MANIFEST, LOCK) or is_workbench_temp(name):
             return True
         record = self.entries.get(name)
         if record is None:
@@ -304,7 +225,7 @@ class OutputDir:
             st = (self.path / name).lstat()
         except FileNotFoundError:
             return True
-        return any(_same_entry(self.path / name, st, r) for r in (record, record.get("previous") or record))
+        return any(same_entry(self.path / name, st, r) for r in (record, record.get("previous") or record))
 
     def owned(self) -> list[str]:
         """Entries present in the folder that the workbench wrote, sorted."""
@@ -316,12 +237,18 @@ class OutputDir:
             return []
         return sorted(p.name for p in self.path.iterdir() if not self.owns(p.name))
 
-    def verify(self, name: str) -> str | None:
-        """None if owned entry ``name`` is complete as recorded, else a short phrase saying what is wrong."""
+    def verify(self, name: str, content: bool = False) -> str | None:
+        """None if owned entry ``name`` is complete as recorded, else a short phrase saying what is wrong.
+
+        ``content``: also compare each file's content hash (reads every file; for caches).
+        """
         record = self.entries.get(name)
         if record is None:
             return f"{name} was not written by workbench"
-        return _mismatch(self.path / name, record)
+        problem = mismatch(self.path / name, record)
+        if problem is None and content and record.get("kind") in ("dir", "file"):
+            problem = changed_content(self.path / name, record)
+        return problem
 
     def check_writable(self, names: Iterable[str], hint: str = "") -> None:
         """Refuse (one line) if any of ``names`` exists in the folder and is foreign."""
@@ -338,7 +265,8 @@ class OutputDir:
     def tmp_path(self, name: str) -> Path:
         """A fresh hidden temporary path in the folder for building entry ``name`` (folder created)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        return self.path / _temp_name(name)
+        self._begin_write()
+        return self.path / temp_name(name)
 
     def commit(self, src: Path, name: str, kind: str | None = None) -> Path:
         """Rename ``src`` (a temporary in this folder) to ``name`` atomically and record it.
@@ -347,18 +275,21 @@ class OutputDir:
         The record is written before the rename (a rename keeps inode and mtime), so a process
         killed in between never leaves an entry of its own that reads as foreign; the record
         keeps the replaced entry's identity too, so that one stays ours if the rename never came.
+        Files a user added inside a replaced folder of ours are moved into the new one.
         """
         self.check_writable([name])
+        self._begin_write()
         kind = kind or ("dir" if src.is_dir() else "file")
-        record = {**_describe(src, kind), "command": self.command, "time": round(time.time(), 3),
-                  "identity": _identity(src.lstat(), kind)}
+        record = {**describe(src, kind), "command": self.command, "time": round(time.time(), 3),
+                  "identity": identity(src.lstat(), kind)}
         final = self.path / name
         previous = self.entries.get(name)
+        aside = self._set_aside(name) if previous is not None else None  # first: safe whatever happens next
         if previous is not None and os.path.lexists(final):
             record["previous"] = {k: v for k, v in previous.items() if k != "previous"}
         self._record(name, record)
         if final.is_dir() and not final.is_symlink():  # os.replace cannot replace a folder
-            old = self.path / _temp_name(name, "old")
+            old = self.path / temp_name(name, "old")
             os.replace(final, old)
             os.replace(src, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -366,7 +297,51 @@ class OutputDir:
             if final.exists() and src.is_dir():
                 final.unlink()
             os.replace(src, final)
+        if aside is not None:
+            self._bring_back(aside, final)
         return final
+
+    def _set_aside(self, name: str) -> Path | None:
+        """Move the files a user added inside owned folder ``name`` to a new ``NAME.user-files``; None if none."""
+        record = self.entries.get(name) or {}
+        added = extras(self.path / name, record) if self.owns(name) else []
+        if not added:
+            return None
+        for k in range(1, 10_000):
+            aside = self.path / (f"{name}{ASIDE}" if k == 1 else f"{name}{ASIDE}-{k}")
+            try:
+                aside.mkdir()  # exclusive: never into a folder that exists (a user's)
+                break
+            except FileExistsError:
+                continue
+        for rel in added:
+            (aside / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.path / name / rel, aside / rel)
+        return aside
+
+    def _bring_back(self, aside: Path, final: Path) -> None:
+        """Move a user's files from ``aside`` into the new folder ``final`` where no file of ours has the name."""
+        kept, left = [], []
+        for folder, dirs, files in os.walk(aside, topdown=False):
+            for n in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+                rel = os.path.relpath(os.path.join(folder, n), aside)
+                target = final / rel
+                if final.is_dir() and not final.is_symlink() and not os.path.lexists(target):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(aside / rel, target)
+                    kept.append(rel)
+                else:
+                    left.append(rel)
+            for d in dirs:
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(folder, d))  # emptied folders only
+        with contextlib.suppress(OSError):
+            aside.rmdir()
+        if kept:
+            _note(f"kept the files you added to {final} in the new {final.name}: {', '.join(sorted(kept))}")
+        if left:
+            _note(f"moved the files you added to {final} aside to {aside} (the new {final.name} has "
+                  f"files of those names): {', '.join(sorted(left))}")
 
     def write_text(self, name: str, text: str, kind: str = "file") -> Path:
         """Write file ``name`` atomically and record it (``kind="log"`` for a file appended to later)."""
@@ -377,6 +352,10 @@ class OutputDir:
                 f.flush()
                 os.fsync(f.fileno())
             return self.commit(tmp, name, kind)
+        except OSError as exc:
+            if (failure := _write_failure(exc, self.path, name)) is None:
+                raise
+            raise failure from None
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -385,13 +364,20 @@ class OutputDir:
         return self.write_text(name, json.dumps(obj, indent=2, default=str) + "\n")
 
     def replace_dir(self, name: str, build: Callable[[Path], None]) -> Path:
-        """Build folder ``name`` by ``build(tmp)`` in a temporary, then swap it in atomically."""
+        """Build folder ``name`` by ``build(tmp)`` in a temporary, then swap it in atomically.
+
+        A build that fails (a full disk included) leaves the old ``name`` as it was.
+        """
         self.check_writable([name])  # before the build: a refusal costs no work
         tmp = self.tmp_path(name)
         try:
             tmp.mkdir()
             build(tmp)
             return self.commit(tmp, name, "dir")
+        except Exception as exc:  # torch and safetensors report a full disk in their own exceptions
+            if (failure := _write_failure(exc, self.path, name)) is None:
+                raise
+            raise failure from None
         finally:
             _remove(tmp)
 
@@ -408,26 +394,54 @@ class OutputDir:
         path = self.path / name
         record = self.entries.get(name)
         if record is not None and record.get("kind") == "log" and path.is_file() and self.owns(name):
-            self._record(name, {**record, **_describe(path, "log"), "identity": _identity(path.lstat(), "log")})
+            self._record(name, {**record, **describe(path, "log"), "identity": identity(path.lstat(), "log")})
 
     def adopt(self, name: str, kind: str) -> None:
         """Record an existing entry as the workbench's (only for entries it provably wrote, e.g. a cache key)."""
         path = self.path / name
-        self._record(name, {**_describe(path, kind), "command": self.command, "time": round(time.time(), 3),
-                            "identity": _identity(path.lstat(), kind), "adopted": True})
+        self._record(name, {**describe(path, kind), "command": self.command, "time": round(time.time(), 3),
+                            "identity": identity(path.lstat(), kind), "adopted": True})
 
     def remove(self, name: str) -> bool:
-        """Delete entry ``name`` if the workbench owns it; returns whether anything was deleted."""
+        """Delete entry ``name`` if the workbench owns it; returns whether anything was deleted.
+
+        Files a user added inside it (a folder) are first moved aside to ``NAME.user-files``, with a note.
+        """
         path = self.path / name
         if not self.owns(name) or name == MANIFEST:
             return False
+        self._begin_write()
         existed = os.path.lexists(path)
         if existed:
-            doomed = self.path / _temp_name(name, "old")  # rename first: the name goes at once
+            aside = self._set_aside(name)
+            if aside is not None:
+                kept = sorted(str(p.relative_to(aside)) for p in aside.rglob("*") if p.is_file() or p.is_symlink())
+                _note(f"moved the files you added to {path} aside to {aside} before removing it: {', '.join(kept)}")
+            doomed = self.path / temp_name(name, "old")  # rename first: the name goes at once
             os.replace(path, doomed)
             _remove(doomed)
         self._forget(name)
         return existed
+
+    # ---------------------------------------------------------------------- builders of a cache
+    @contextlib.contextmanager
+    def building(self, what: str = "") -> Iterator[None]:
+        """Hold the folder's build lock (``.workbench-lock``): a concurrent builder waits here, then rereads.
+
+        The manifest is read again once the lock is held, so the caller sees what the other built.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.path / LOCK))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            _note(f"another workbench process is building {what or self.path}; waiting for it to finish")
+            lock.acquire()
+        try:
+            self.reload()
+            yield
+        finally:
+            lock.release()
 
     # --------------------------------------------------------------------------- the manifest
     @contextlib.contextmanager
@@ -443,6 +457,7 @@ class OutputDir:
             os.close(fd)
 
     def _update(self, change: Callable[[dict[str, dict[str, Any]]], None]) -> None:
+        self._begin_write()
         with self._locked():
             entries = self._read_entries(self.path)
             change(entries)

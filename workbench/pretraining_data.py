@@ -16,6 +16,7 @@ under a key of corpus, tokenizer and settings.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -37,7 +38,7 @@ from transformers import PreTrainedTokenizerBase
 from .config import DataConfig
 from .data import CorpusReport, iter_documents, source_fingerprint
 from .errors import WorkbenchError
-from .outputs import MANIFEST, OutputDir, read_json_object
+from .outputs import MANIFEST, OutputDir, check_writable_folder, read_json_object
 from .packing import flat_documents, mlm_table, nested_documents, token_ids
 from .tokenizer import load_tokenizer, position_limit, tokenizer_fingerprint, train_tokenizer
 
@@ -437,22 +438,39 @@ def _resolve_tokenizer(cfg: DataConfig) -> PreTrainedTokenizerBase:
     ]).encode()).hexdigest()[:16]
     cache = OutputDir.open(Path(cfg.cache_dir) / "tokenizers", "prepare", flag="--cache-dir", create=False)
     path = cache.path / key
-    if key not in cache.entries and (path / "tokenizer.json").is_file():
-        cache.adopt(key, "dir")  # cached before manifests: a key-named entry only workbench makes
-    if path.is_dir() and cache.owns(key):
-        problem = (cache.verify(key) or "").removeprefix(f"{key}/") or None
-        if problem is None:
-            try:
-                return load_tokenizer(str(path))
-            except WorkbenchError as exc:
-                problem = str(exc).split(": ", 1)[-1].split("; ")[0]
-        print(f"note: the cached tokenizer {path} is damaged ({problem}); training it again", file=sys.stderr)
-    texts = (s for doc in _corpus_documents(cfg) for s in doc)
-    # atomic: a half-written tokenizer is never found by the check above
-    cache.replace_dir(key, lambda tmp: train_tokenizer(texts, cfg.vocab_size, cfg.lowercase, out_dir=tmp))
+    tokenizer, _ = _cached_tokenizer(cache, key)
+    if tokenizer is not None:
+        return tokenizer
+    check_writable_folder(cache.path, "--cache-dir")  # before the training
+    with cache.building(f"the tokenizer {path}"):  # a concurrent builder of this key finishes first
+        tokenizer, problem = _cached_tokenizer(cache, key)
+        if tokenizer is not None:
+            return tokenizer
+        if problem is not None:
+            print(f"note: the cached tokenizer {path} is damaged ({problem}); training it again", file=sys.stderr)
+        texts = (s for doc in _corpus_documents(cfg) for s in doc)
+        # atomic: a half-written tokenizer is never found by the check above
+        cache.replace_dir(key, lambda tmp: train_tokenizer(texts, cfg.vocab_size, cfg.lowercase, out_dir=tmp))
     # Reloaded, not the in-memory one: a saved tokenizer serialises slightly differently, and
     # the dataset cache key (its fingerprint) must be the same on the first run and later ones.
     return load_tokenizer(str(path))
+
+
+def _cached_tokenizer(cache: OutputDir, key: str) -> tuple[PreTrainedTokenizerBase | None, str | None]:
+    """The cached tokenizer ``key`` if it is complete and unchanged (content hashes), else why not (None: absent)."""
+    cache.reload()
+    path = cache.path / key
+    if key not in cache.entries and (path / "tokenizer.json").is_file():
+        cache.adopt(key, "dir")  # cached before manifests: a key-named entry only workbench makes
+    if not (path.is_dir() and cache.owns(key)):
+        return None, None
+    problem = (cache.verify(key, content=True) or "").removeprefix(f"{key}/") or None
+    if problem is None:
+        try:
+            return load_tokenizer(str(path)), None
+        except WorkbenchError as exc:
+            problem = str(exc).split(": ", 1)[-1].split("; ")[0]
+    return None, problem
 
 
 def _summarise(ds: DatasetDict, counts: dict[str, int], cfg: DataConfig) -> dict[str, Any]:
@@ -592,7 +610,7 @@ def _open_prepared(path: Path, tokenizer: PreTrainedTokenizerBase | None) -> Pre
     """Load a prepared folder, checking sizes against its manifest first; raises _Damaged."""
     owner = OutputDir.read(path)
     for name in _ENTRIES:
-        problem = owner.verify(name) if name in owner.entries else (
+        problem = owner.verify(name, content=True) if name in owner.entries else (
             None if (path / name).exists() else f"{name} is missing")
         if problem:
             raise _Damaged(problem)
@@ -636,8 +654,10 @@ def prepare_dataset(cfg: DataConfig, out_dir: str | Path | None = None,
     rebuilt if damaged.
     """
     start = time.perf_counter()
-    if out_dir is not None:  # refuse a file or foreign entries before any work
-        _claimable(OutputDir.open(out_dir, "prepare", create=False), "--out")
+    if out_dir is not None:  # refuse a file, foreign entries or an unwritable folder before any work
+        out = _claimable(OutputDir.open(out_dir, "prepare", create=False), "--out")
+        if "stats.json" not in out.entries:  # nothing there to reuse: it will be written
+            check_writable_folder(out.path, "--out")
     tokenizer = tokenizer if tokenizer is not None else _resolve_tokenizer(cfg)
     limit = position_limit(tokenizer)
     if cfg.max_seq_length > limit:
@@ -649,26 +669,39 @@ def prepare_dataset(cfg: DataConfig, out_dir: str | Path | None = None,
     target = Path(out_dir) if out_dir is not None else Path(cfg.cache_dir) / key
     flag = "--out" if out_dir is not None else "--cache-dir"
     owner = _claimable(OutputDir.open(target, "prepare", flag=flag, create=False), flag)
-    old = read_json_object(target / "stats.json") if "stats.json" in owner.entries else None
-    if old is not None and old.get("cache_key") == key:
-        try:
-            data = _open_prepared(target, tokenizer)
-            data.stats.update(cached=True, load_seconds=round(time.perf_counter() - start, 3))
+    with contextlib.suppress(_Damaged):  # damaged: said and rebuilt below, under the lock
+        if (data := _reuse(owner, key, tokenizer, start)) is not None:
             return data
+    check_writable_folder(target, flag)
+    with owner.building(f"the prepared dataset {target}"):  # a concurrent builder of this key finishes first
+        _claimable(owner, flag)
+        try:
+            if (data := _reuse(owner, key, tokenizer, start)) is not None:
+                return data
         except _Damaged as exc:
             print(f"note: the prepared dataset in {target} is damaged ({exc}); rebuilding it", file=sys.stderr)
-    tmp = owner.tmp_path("build")
-    try:
-        stats = _build(cfg, tokenizer, tmp)
-        stats["cache_key"] = key
-        owner.remove("stats.json")  # first: a folder without it is never taken for a complete build
-        owner.commit(tmp / "dataset", "dataset")
-        owner.commit(tmp / "tokenizer", "tokenizer")
-        owner.write_json("stats.json", stats)  # last: its cache key says the build is complete
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = owner.tmp_path("build")
+        try:
+            stats = _build(cfg, tokenizer, tmp)
+            stats["cache_key"] = key
+            owner.remove("stats.json")  # first: a folder without it is never taken for a complete build
+            owner.commit(tmp / "dataset", "dataset")
+            owner.commit(tmp / "tokenizer", "tokenizer")
+            owner.write_json("stats.json", stats)  # last: its cache key says the build is complete
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     data = load_prepared(target, tokenizer)
     data.stats.update(cached=False)
+    return data
+
+
+def _reuse(owner: OutputDir, key: str, tokenizer: PreTrainedTokenizerBase, start: float) -> PretrainingData | None:
+    """The complete build of ``key`` in ``owner``'s folder (content checked), None if there is none; raises _Damaged."""
+    old = read_json_object(owner.path / "stats.json") if "stats.json" in owner.entries else None
+    if old is None or old.get("cache_key") != key:
+        return None
+    data = _open_prepared(owner.path, tokenizer)
+    data.stats.update(cached=True, load_seconds=round(time.perf_counter() - start, 3))
     return data
 
 

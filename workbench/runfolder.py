@@ -44,7 +44,7 @@ class RunFolder:
     def __init__(self, cfg: TrainConfig, report_to: Sequence[str], is_main: bool) -> None:
         # Every process checks, read-only, before any work: a refusal costs nothing.
         self.cfg, self.report_to, self.is_main = cfg, tuple(report_to), is_main
-        self.path = check_out_path(cfg.out)
+        self.path = check_out_path(cfg.out, writable=True)  # a read-only or full --out: one line, now
         self.outdir: OutputDir | None = None  # the main process's writer, once claimed
         self.resume_from, self.ours = self._check()
 

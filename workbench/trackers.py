@@ -20,7 +20,7 @@ from typing import Any
 
 from .config import TRACKERS
 from .errors import WorkbenchError
-from .outputs import check_out_path
+from .outputs import OutputDir, check_out_path
 
 __all__ = ["MLFLOW_DB", "TENSORBOARD_DIR", "PROJECT", "mlflow_uri", "check_installed", "entries", "finish", "log",
            "make_trackers", "parse_report_to", "scalars", "start"]
@@ -83,22 +83,19 @@ def mlflow_uri(out: str | Path) -> str:
     return f"sqlite:///{(Path(out) / MLFLOW_DB).resolve()}"
 
 
-def _clear_tensorboard(out: Path) -> None:
-    """A fresh run starts a fresh curve: drop the event files a previous run wrote (only those)."""
-    for p in (out / TENSORBOARD_DIR).glob("events.out.tfevents.*"):
-        p.unlink(missing_ok=True)
-
-
-def start(acc: Any, out: str | Path, config: dict[str, Any], fresh: bool) -> None:
+def start(acc: Any, out: str | Path, config: dict[str, Any], fresh: OutputDir | None) -> None:
     """Start ``acc``'s trackers (main process) and store the flat ``config`` with W&B and MLflow.
 
-    ``fresh``: a new run (not --resume), whose TensorBoard curve must not continue an older one.
+    ``fresh``: for a new run (not --resume), the run dir, whose TensorBoard folder is removed so
+    the curve does not continue an older one, if the workbench wrote it (its manifest says so):
+    a user's ``tensorboard/`` (or a link to one) is never touched, and files a user added to
+    ours are moved aside (see :meth:`OutputDir.remove`).
     """
     if not acc.is_main_process:
         return
     out = check_out_path(out)  # the one --out check (callers ran it before any work; cheap)
-    if fresh:  # also with --report-to none: stale curves must not pass for this run's
-        _clear_tensorboard(out)
+    if fresh is not None and TENSORBOARD_DIR in fresh.entries:  # also with --report-to none
+        fresh.remove(TENSORBOARD_DIR)
     if not acc.log_with:
         return
     out.mkdir(parents=True, exist_ok=True)

@@ -220,9 +220,9 @@ class Pretrainer:
         }
 
     def _start_trackers(self) -> None:
-        # A fresh run drops the event files of an earlier one: the tracker dirs were checked to be ours.
+        # A fresh run drops the event files of an earlier one, only from a TensorBoard folder of ours.
         outdir = self.folder.outdir
-        fresh = self.folder.resume_from is None and outdir is not None and outdir.owns(tracking.TENSORBOARD_DIR)
+        fresh = outdir if self.folder.resume_from is None else None
         tracking.start(self.acc, self.cfg.out, {**asdict(self.cfg), **asdict(self.masking)}, fresh=fresh)
         self.folder.adopt_trackers()
 
@@ -392,6 +392,7 @@ class Pretrainer:
         }
         self.folder.write_summary(summary)
         tracking.finish(self.acc)
+        self.folder.adopt_trackers()  # as they are now: every event file of this run is listed
         return PretrainResult(Path(self.cfg.out), self.last_checkpoint, summary, self.history, self.model,
                               self.tokenizer, self.step, tps, wall, self.is_main)
 

@@ -270,7 +270,7 @@ def run_report(params: Mapping[str, Any] | None = None, notebooks_dir: str | Pat
                notebooks: Sequence[str] | None = None, timeout: float | None = None,
                progress: Progress = None) -> RunResult:
     """Run the notebook sequence with ``params`` into ``out_root/<run-id>/`` and index it."""
-    root = check_out_path(out_root, "--out")  # a file named by --out: one line, before any work
+    root = check_out_path(out_root, "--out", writable=True)  # a file or read-only --out: one line, before any work
     if run_id is not None:
         check_id(run_id, "run id")
     p = plan(dict(params or {}), notebooks_dir, notebooks)

@@ -176,7 +176,7 @@ def run_sweep(grid: Mapping[str, Sequence[Any]], params: Mapping[str, Any] | Non
         raise WorkbenchError(f"--jobs {jobs} must be 1 or more")
     if sweep_id:
         check_id(sweep_id, "sweep id")
-    out_root = check_out_path(out_root, "--out")  # a file named by --out: one line, before any work
+    out_root = check_out_path(out_root, "--out", writable=True)  # a file or read-only --out: one line, before any work
     runs = _plans(grid, params, seeds, notebooks_dir, notebooks)  # all checked before anything runs
     definition = _definition(grid, seeds, runs, params)
     sweep_dir = _open_sweep(open_root(out_root, "sweep"), sweep_id, resume, definition)
