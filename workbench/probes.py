@@ -32,6 +32,7 @@ from .data import split_sentences
 from .engine import resolve_attention
 from .errors import WorkbenchError
 from .finetune import load_classifier
+from .shortnames import label_for, labels_for
 from .splits import TaskData, stratified_sample
 from .stats import mean_ci, paired_difference
 
@@ -253,7 +254,7 @@ def probe_models(inits: Sequence[str], data: TaskData, seeds: Sequence[int] = (0
             frames.append(frame.assign(init=init))
             if progress is not None:
                 best = best_layer(frames[-1], init)
-                progress(f"{init}: seed(s) {', '.join(map(str, group))}: best layer on validation "
+                progress(f"{label_for(init)}: seed(s) {', '.join(map(str, group))}: best layer on validation "
                          f"{', '.join(map(str, best['layer']))}, test {', '.join(f'{a:.3f}' for a in best['test_accuracy'])}")
     runs = pd.concat(frames, ignore_index=True)
     return runs[["init", *[c for c in runs.columns if c != "init"]]]
@@ -308,13 +309,14 @@ def headline_metrics(gain: dict[str, Any], task: str, prefix: str = "downstream"
 
 
 def gain_sentence(gain: dict[str, Any], scale: float = 100.0) -> str:
-    """The paired gain in words: a gain or loss only when its CI excludes 0, else "no measurable gain"."""
+    """The paired gain in words, encoders by short name: a gain or loss only when its CI excludes 0, else "no measurable gain"."""
     d = gain["gain"]
     level = f"{d['confidence']:.0%} CI"
     interval = (f"{level} unknown with {d['n']} seed" if math.isnan(d["low"])
                 else f"{level} {d['low'] * scale:+.1f} to {d['high'] * scale:+.1f}")
     what = {"gain": "a measurable gain", "loss": "a measurable loss"}.get(d["verdict"], "no measurable gain")
-    return (f"{gain['model']} against {gain['baseline']}: {what}, {d['mean'] * scale:+.1f} points "
+    names = labels_for([gain["model"], gain["baseline"]])
+    return (f"{names[gain['model']]} against {names[gain['baseline']]}: {what}, {d['mean'] * scale:+.1f} points "
             f"({interval}; {d['n']} seeds paired, {gain['n_test']} test examples)")
 
 
