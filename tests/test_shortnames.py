@@ -18,8 +18,10 @@ def test_labels_of_the_encoders_a_report_compares():
     assert label_for("builtin:minilm") == "MiniLM"
     assert label_for("../runs/02_pretraining") == "checkpoint (02)"  # 02's own default out
     assert label_for("/x/runs/02_pretraining/checkpoint-40") == "checkpoint (02, step 40)"
-    assert label_for("runs/agnews-mlm") == "checkpoint (agnews-mlm)"
-    assert label_for("bert-base-uncased") == "bert-base-uncased"  # a hub name is already short
+    assert label_for("./runs/agnews-mlm") == "checkpoint (agnews-mlm)"
+    for hub in ("bert-base-uncased", "google/bert_uncased_L-2_H-128_A-2"):  # a hub name is already short
+        assert label_for(hub) == hub
+    assert short_value("</script><script>alert(2)</script>") == "</script><script>alert(2)</script>"  # text, not a path
 
 
 def test_clashing_labels_name_their_run_folder():

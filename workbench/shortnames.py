@@ -25,10 +25,16 @@ _PREFIXED_PATH = re.compile(r"^(?P<prefix>[A-Za-z][\w-]*):(?P<path>[/~].*)$")  #
 
 
 def is_path_like(text: Any) -> bool:
-    """Whether ``text`` is a filesystem path rather than a name: absolute, ``~``, ``./``, or with a separator."""
-    if not isinstance(text, str) or not text or "://" in text:
+    """Whether ``text`` names a file or folder: absolute, ``~/``, ``./``, ``../``, two or more ``/``, or one and it exists.
+
+    One slash alone is a hub name (``google/bert_uncased_L-2_H-128_A-2``) unless such a path exists;
+    text with markup characters, a URL or a line break is never a path.
+    """
+    if not isinstance(text, str) or not text or "://" in text or any(c in text for c in '<>"\n'):
         return False
-    return text.startswith(("/", "~", "./", "../")) or os.sep in text or os.path.isabs(text)
+    if text.startswith(("/", "~/", "./", "../")):
+        return True
+    return text.count("/") >= 2 or ("/" in text and os.path.exists(text))
 
 
 def _checkpoint_label(path: str) -> str:
