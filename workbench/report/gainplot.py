@@ -100,7 +100,7 @@ def _parallel(points: Sequence[GainPoint], names: Sequence[str], title: str) -> 
              {"label": "CI low", "values": [p.low for p in points]}, {"label": "CI high", "values": [p.high for p in points]}]
     line = {"color": gains, "colorscale": "RdBu", "cmid": 0.0, "showscale": True, "colorbar": {"title": "gain"}}
     fig = go.Figure(go.Parcoords(dimensions=dims, line=line))
-    fig.update_layout(title=_escape(title), height=420, margin={"t": 90, "l": 60, "r": 60})
+    fig.update_layout(title=_escape(title), height=420, margin={"t": 90, "l": 110, "r": 60})
     return fig
 
 

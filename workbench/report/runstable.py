@@ -22,7 +22,7 @@ from .markup import details, readable, shown, status
 from .metrics import order_metrics
 from .records import shown_status
 
-__all__ = ["PRETRAINING", "RUNS_CSS", "RUNS_SCRIPT", "answer", "changed_parameters", "effective_parameters",
+__all__ = ["NO_CI", "PRETRAINING", "RUNS_CSS", "RUNS_SCRIPT", "answer", "changed_parameters", "effective_parameters",
            "headline_prefixes", "runs_table"]
 
 _HEADLINE_PARTS = ("_gain", "_gain_ci_low", "_gain_ci_high", "_verdict", "_accuracy", "_random_accuracy", "_task",
@@ -31,6 +31,7 @@ _HEADLINE_PARTS = ("_gain", "_gain_ci_low", "_gain_ci_high", "_verdict", "_accur
 PRETRAINING = {"mlm_accuracy": "MLM accuracy (held out)", "nsp_accuracy": "NSP accuracy (held out)"}
 _WORDS = {"gain": "gain", "loss": "loss"}
 _NO_DIFFERENCE = "no measurable difference"
+NO_CI = "no CI recorded"  # a gain recorded without its interval: a number, not yet an answer
 
 RUNS_CSS = """.wb-answer{font-size:15px}.wb-gain{color:#15803d}.wb-loss{color:#b91c1c}.wb-nodiff{color:#374151}
 .wb-small{color:#4b5563;font-size:12px}.wb-runs td{max-width:330px}.wb-runs details{margin:2px 0}
@@ -97,7 +98,7 @@ def answer(metrics: Mapping[str, Any], prefix: str) -> tuple[str, str] | None:
         return None
     low, high = metrics.get(f"{prefix}_gain_ci_low"), metrics.get(f"{prefix}_gain_ci_high")
     if not (_number(low) and _number(high)):
-        return "no CI recorded", f"{gain * 100:+.1f} points"
+        return NO_CI, f"{gain * 100:+.1f} points"
     recorded = metrics.get(f"{prefix}_verdict")
     verdict = recorded if isinstance(recorded, str) else "gain" if low > 0 else "loss" if high < 0 else _NO_DIFFERENCE
     level = metrics.get(f"{prefix}_confidence", 0.95)
@@ -116,6 +117,8 @@ def _answer_cell(metrics: Mapping[str, Any], prefix: str) -> str:
         return '<td data-sort="">–</td>'
     words, numbers = said
     kind = {"gain": "wb-gain", "loss": "wb-loss"}.get(words, "wb-nodiff")
+    lead = (f"{html.escape(numbers)} <i>{NO_CI}</i>" if words == NO_CI
+            else f"<b>{html.escape(words)}</b> {html.escape(numbers)}")
     m = lambda part: metrics.get(f"{prefix}{part}")  # noqa: E731
     context = []
     if _number(m("_accuracy")):
@@ -125,8 +128,7 @@ def _answer_cell(metrics: Mapping[str, Any], prefix: str) -> str:
         context.append(shown(m("_task")))
     context += [f"{readable(m(part))} {what}" for part, what in (("_n_test", "test"), ("_seeds", "seeds"))
                 if _number(m(part))]
-    return (f'<td data-sort="{m("_gain")!r}"><span class="wb-answer {kind}"><b>{html.escape(words)}</b> '
-            f"{html.escape(numbers)}</span>"
+    return (f'<td data-sort="{m("_gain")!r}"><span class="wb-answer {kind}">{lead}</span>'
             + (f'<br><span class="wb-small">{" · ".join(c if c.startswith("<") else html.escape(c) for c in context)}'
                "</span>" if context else "") + "</td>")
 
