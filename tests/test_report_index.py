@@ -142,6 +142,16 @@ def test_few_varying_parameters_get_a_panel_each_with_ci_bars():
     assert gain_figure(points[:1]) is None and gain_figure([points[0], points[0]]) is None
 
 
+def test_markup_in_names_and_values_reaches_the_figure_as_text():
+    from workbench.report.gainplot import GainPoint, gain_figure
+
+    hostile = "<img src=x onerror=alert(1)>"
+    for n in (1, 5):  # panels and parallel coordinates
+        points = [GainPoint(hostile, {f"{hostile}{k}": v for k in range(n)}, 1.0, 0.5, 1.5) for v in (hostile, "b")]
+        text = gain_figure(points).to_json()
+        assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+
+
 def test_two_runs_that_share_every_parameter_get_no_figure(tmp_path):
     root = tmp_path / "reports"
     make_runs(root)

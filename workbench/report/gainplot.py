@@ -98,7 +98,9 @@ def _parallel(points: Sequence[GainPoint], names: Sequence[str], title: str) -> 
     dims = [_dimension(n, [p.params.get(n) for p in points]) for n in names]
     dims += [{"label": "gain (points)", "values": gains},
              {"label": "CI low", "values": [p.low for p in points]}, {"label": "CI high", "values": [p.high for p in points]}]
-    line = {"color": gains, "colorscale": "RdBu", "cmid": 0.0, "showscale": True, "colorbar": {"title": "gain"}}
+    # red loss, grey nothing, blue gain: no white middle, which would vanish on the page
+    scale = [[0.0, "#b91c1c"], [0.5, "#9ca3af"], [1.0, "#1d4ed8"]]
+    line = {"color": gains, "colorscale": scale, "cmid": 0.0, "showscale": True, "colorbar": {"title": "gain"}}
     fig = go.Figure(go.Parcoords(dimensions=dims, line=line))
     fig.update_layout(title=_escape(title), height=420, margin={"t": 90, "l": 110, "r": 60})
     return fig

@@ -21,7 +21,7 @@ from .records import RunResult, read_run
 from .runstable import (
     RUNS_CSS,
     RUNS_SCRIPT,
-    answer,
+    answer_html,
     effective_parameters,
     headline_prefixes,
     runs_table,
@@ -47,8 +47,8 @@ def run_page(r: RunResult) -> str:
     head = (f'<a href="../index.html">all runs</a> · status {status(r.status)} · started {html.escape(r.started)}'
             f" · {r.seconds:.1f} s" + (f" · sweep {html.escape(r.sweep)}" if r.sweep else "")
             + (" · " + link(r.figures, "figures") if r.figures else ""))
-    answers = "".join(f'<p class="wb-answer">{html.escape(p)}: <b>{html.escape(said[0])}</b> {html.escape(said[1])}</p>'
-                      for p in headline_prefixes([{"metrics": r.metrics}]) if (said := answer(r.metrics, p)))
+    answers = "".join(f"<p>{html.escape(p)}: {said}</p>"
+                      for p in headline_prefixes([{"metrics": r.metrics}]) if (said := answer_html(r.metrics, p)))
     ckpt = r.run_dir / r.checkpoint if r.checkpoint else None
     body = (f"<p>{head}</p>" + answers
             + (f'<p class="wb-failed">{html.escape(r.error)}</p>' if r.error else "")

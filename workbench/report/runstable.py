@@ -22,8 +22,8 @@ from .markup import details, readable, shown, status
 from .metrics import order_metrics
 from .records import shown_status
 
-__all__ = ["NO_CI", "PRETRAINING", "RUNS_CSS", "RUNS_SCRIPT", "answer", "changed_parameters", "effective_parameters",
-           "headline_prefixes", "runs_table"]
+__all__ = ["NO_CI", "PRETRAINING", "RUNS_CSS", "RUNS_SCRIPT", "answer", "answer_html", "changed_parameters",
+           "effective_parameters", "headline_prefixes", "runs_table"]
 
 _HEADLINE_PARTS = ("_gain", "_gain_ci_low", "_gain_ci_high", "_verdict", "_accuracy", "_random_accuracy", "_task",
                    "_n_test", "_seeds", "_confidence")
@@ -111,14 +111,22 @@ def _percent(value: Any) -> str:
     return f"{value * 100:.1f}%" if _number(value) else "–"
 
 
-def _answer_cell(metrics: Mapping[str, Any], prefix: str) -> str:
+def answer_html(metrics: Mapping[str, Any], prefix: str) -> str | None:
+    """:func:`answer` as a coloured span: the verdict in bold, then its numbers (a gain without CI: the number only)."""
     said = answer(metrics, prefix)
     if said is None:
-        return '<td data-sort="">–</td>'
+        return None
     words, numbers = said
     kind = {"gain": "wb-gain", "loss": "wb-loss"}.get(words, "wb-nodiff")
     lead = (f"{html.escape(numbers)} <i>{NO_CI}</i>" if words == NO_CI
             else f"<b>{html.escape(words)}</b> {html.escape(numbers)}")
+    return f'<span class="wb-answer {kind}">{lead}</span>'
+
+
+def _answer_cell(metrics: Mapping[str, Any], prefix: str) -> str:
+    said = answer_html(metrics, prefix)
+    if said is None:
+        return '<td data-sort="">–</td>'
     m = lambda part: metrics.get(f"{prefix}{part}")  # noqa: E731
     context = []
     if _number(m("_accuracy")):
@@ -128,7 +136,7 @@ def _answer_cell(metrics: Mapping[str, Any], prefix: str) -> str:
         context.append(shown(m("_task")))
     context += [f"{readable(m(part))} {what}" for part, what in (("_n_test", "test"), ("_seeds", "seeds"))
                 if _number(m(part))]
-    return (f'<td data-sort="{m("_gain")!r}"><span class="wb-answer {kind}">{lead}</span>'
+    return (f'<td data-sort="{m("_gain")!r}">{said}'
             + (f'<br><span class="wb-small">{" · ".join(c if c.startswith("<") else html.escape(c) for c in context)}'
                "</span>" if context else "") + "</td>")
 
@@ -213,7 +221,7 @@ def runs_table(runs: Sequence[Mapping[str, Any]]) -> str:
                  _more_cell(r["metrics"], prefixes)]
         rows.append(f'<tr data-run="{html.escape(r["_dir"])}">{"".join(cells)}</tr>')
     box = ('<p><input id="wb-filter" type="search" aria-label="filter runs" '
-           'placeholder="filter: any text in a row, e.g. objective=mlm or failed"> '
+           'placeholder="filter rows: objective=mlm, failed, ..."> '
            f'<span id="wb-shown" class="wb-small">{len(runs)} runs · click a header to sort</span></p>')
     return (box + f'<table id="wb-runs" class="wb-runs"><thead><tr>{th}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>")
