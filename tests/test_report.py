@@ -220,7 +220,8 @@ def test_failing_notebook_keeps_partial_output_and_skips_the_rest(nbdir, tmp_pat
     assert "deliberate failure in 01" in page and 'id="papermill-error-cell"' in page
     assert not (out / "bad" / "02_pretraining.ipynb").exists()
     top = (out / "index.html").read_text()
-    assert 'class="wb-failed"' in top and 'class="wb-skipped"' in top
+    assert '<span class="wb-failed">failed</span>' in top  # the run's status
+    assert 'class="wb-nb wb-failed" title="01_data: failed"' in top and 'title="02_pretraining: skipped"' in top
 
 
 def test_sweep_runs_every_combination_and_compares(nbdir, tmp_path, capsys):
@@ -420,8 +421,9 @@ def test_malformed_run_json_is_skipped_with_a_note(tmp_path, capsys):
                                                "metrics": {}, "notebooks": [], "pid": 2**22 + 1, "host": socket.gethostname()}))
     index = write_reports_index(tmp_path).read_text()
     err = capsys.readouterr().err
-    assert 'href="good/index.html"' in index and "m=0.5" in index
-    assert re.search(r'href="dead/index.html">dead</a></td><td>s</td><td><span class="wb-interrupted">', index)
+    assert 'href="good/index.html"' in index and "<tr><th>m</th><td>0.5</td></tr>" in index
+    assert "<div>a=1</div>" in index  # no defaults recorded: every given parameter counts as changed
+    assert re.search(r'data-run="dead">.*?</td><td data-sort="s"><span class="wb-interrupted">', index)
     for name in bad:
         assert f"note: skipping {tmp_path / name / 'run.json'}:" in err and f'href="{name}/' not in index
     assert "not valid JSON (line 1" in err and "a JSON list, not an object" in err and "missing status" in err
@@ -544,7 +546,11 @@ def test_seeded_sweep_shows_intervals_marks_noise_and_resumes_only_unfinished_ru
     assert "downstream_gain_ci_low</td>" not in page.split("<h2>Runs</h2>")[0]  # a run's own CI is not averaged
     assert page.index("downstream_task") < page.index("noisy")  # the headline first, here and in the index
     row = next(r for r in (out / "index.html").read_text().split("<tr>") if 'href="s-01-s0/index.html"' in r)
-    assert row.index("downstream_task=toy<br>downstream_gain=0.2<br>") < row.index("noisy=")
+    assert "<b>gain</b> +20.0 points (95% CI +10.0 to +30.0)" in row and "<th>noisy</th>" in row  # answer first
+    # the gain against the swept value: the mean over seeds per combination, with its t interval
+    assert "Gain over the random twin (points, CI) by swept value" in page
+    spec = json.loads(re.search(r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[.*?\]),\s*\{', page, re.S).group(1))
+    assert spec[0]["x"] == [0.2, 0.4] and spec[0]["y"] == pytest.approx([20.5, 40.5])
     assert '"fill":"toself"' in page and "95% CI band" in page
     # Settings must match what ran; a running sweep's id is not reused.
     assert _cli([*base[:4], "0,1,2", *base[5:], "--resume", "--sweep-id", "s"]) == 2

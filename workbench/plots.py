@@ -20,6 +20,7 @@ from plotly.subplots import make_subplots
 
 from .errors import WorkbenchError
 from .figures import save
+from .shortnames import labels_for
 
 __all__ = [
     "DEFAULT_STAT_COLUMNS",
@@ -52,6 +53,11 @@ _PALETTE = qualitative.Plotly
 def _escape(text: Any) -> str:
     """Escape `&`, `<` and `>` so plotly shows the text instead of rendering it as HTML."""
     return html.escape(str(text), quote=False)
+
+
+def _full_name_hover(spec: Any, what: str) -> str:
+    """A hover template with the encoder's full spec (a path) under the point; the legend has its short name."""
+    return f"{what}<br>{_escape(spec).replace('%{', '% {')}<extra></extra>"
 
 
 def _escape_all(items: Sequence[Any]) -> list[str]:
@@ -246,6 +252,7 @@ def learning_curve(
     _require(df, ["n_train", "init", "accuracy_mean", "accuracy_std"], "learning_curve")
     ci = {"accuracy_ci_low", "accuracy_ci_high"} <= set(df.columns)
     fig = go.Figure()
+    names = labels_for(df["init"])
     for r, (init, part) in enumerate(df.groupby("init", sort=False)):
         part = part.sort_values("n_train")
         if ci:  # curve_summary's t interval; NaN (one seed) draws no bar
@@ -259,7 +266,8 @@ def learning_curve(
                 y=part["accuracy_mean"],
                 error_y={"type": "data", **bars, "visible": True},
                 mode="lines+markers",
-                name=_escape(init),
+                name=_escape(names[init]),
+                hovertemplate=_full_name_hover(init, "%{x} examples: %{y:.3f}"),
                 line={"color": _PALETTE[r % len(_PALETTE)]},
             )
         )
@@ -334,11 +342,13 @@ def probe_by_layer(summary: pd.DataFrame, title: str = "Linear probe accuracy by
     """Mean test accuracy per layer with its CI over seeds, one line per model (``probes.probe_summary``)."""
     _require(summary, ["init", "layer", "accuracy_mean", "accuracy_low", "accuracy_high"], "probe_by_layer")
     fig = go.Figure()
+    names = labels_for(summary["init"])
     for r, (init, part) in enumerate(summary.groupby("init", sort=False)):
         part = part.sort_values("layer")
         mean = part["accuracy_mean"].to_numpy()
         fig.add_trace(go.Scatter(
-            x=part["layer"], y=mean, mode="lines+markers", name=_escape(init),
+            x=part["layer"], y=mean, mode="lines+markers", name=_escape(names[init]),
+            hovertemplate=_full_name_hover(init, "layer %{x}: %{y:.3f}"),
             error_y={"type": "data", "symmetric": False, "visible": True,  # NaN (one seed): no bar
                      "array": np.nan_to_num(part["accuracy_high"].to_numpy() - mean),
                      "arrayminus": np.nan_to_num(mean - part["accuracy_low"].to_numpy())},

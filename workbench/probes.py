@@ -32,6 +32,7 @@ from .data import split_sentences
 from .engine import resolve_attention
 from .errors import WorkbenchError
 from .finetune import load_classifier
+from .shortnames import label_for, labels_for
 from .splits import TaskData, stratified_sample
 from .stats import mean_ci, paired_difference
 
@@ -254,7 +255,7 @@ def probe_models(inits: Sequence[str], data: TaskData, seeds: Sequence[int] = (0
             frames.append(frame.assign(init=init))
             if progress is not None:
                 best = best_layer(frames[-1], init)
-                progress(f"{init}: seed(s) {', '.join(map(str, group))}: best layer on validation "
+                progress(f"{label_for(init)}: seed(s) {', '.join(map(str, group))}: best layer on validation "
                          f"{', '.join(map(str, best['layer']))}, test {', '.join(f'{a:.3f}' for a in best['test_accuracy'])}")
     runs = pd.concat(frames, ignore_index=True)
     return runs[["init", *[c for c in runs.columns if c != "init"]]]
@@ -315,22 +316,23 @@ def at_chance(gain: dict[str, Any], chance: float, z: float = 1.96) -> bool:
 
 
 def gain_sentence(gain: dict[str, Any], scale: float = 100.0, chance: float | None = None) -> str:
-    """The paired gain in words: a gain or loss only when its CI excludes 0, else "no measurable gain".
+    """The paired gain in words, encoders by short name: a gain or loss only when its CI excludes 0, else "no measurable gain".
 
     With ``chance`` (0.5 for a balanced binary probe), two encoders both within noise of it read
     "both at chance": a difference between two guesses is never read as a result.
     """
     d = gain["gain"]
+    names = labels_for([gain["model"], gain["baseline"]])
     if chance is not None and at_chance(gain, chance):
         noise = 1.96 * math.sqrt(chance * (1.0 - chance) / max(gain["n_test"], 1))
-        return (f"{gain['model']} and {gain['baseline']}: both at chance ({gain['accuracy'][0]:.3f} and "
+        return (f"{names[gain['model']]} and {names[gain['baseline']]}: both at chance ({gain['accuracy'][0]:.3f} and "
                 f"{gain['baseline_accuracy'][0]:.3f}, chance {chance:g} ± {noise:.3f} on {gain['n_test']} test examples); "
                 "no result either way")
     level = f"{d['confidence']:.0%} CI"
     interval = (f"{level} unknown with {d['n']} seed" if math.isnan(d["low"])
                 else f"{level} {d['low'] * scale:+.1f} to {d['high'] * scale:+.1f}")
     what = {"gain": "a measurable gain", "loss": "a measurable loss"}.get(d["verdict"], "no measurable gain")
-    return (f"{gain['model']} against {gain['baseline']}: {what}, {d['mean'] * scale:+.1f} points "
+    return (f"{names[gain['model']]} against {names[gain['baseline']]}: {what}, {d['mean'] * scale:+.1f} points "
             f"({interval}; {d['n']} seeds paired, {gain['n_test']} test examples)")
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from .shortnames import labels_for
+
 __all__ = ["LearningCurve", "ProbeGain", "StatsTable", "Table", "html_table", "verdict_words"]
 
 _TABLE_STYLE = "border-collapse:collapse;font-size:0.9em"
@@ -35,11 +37,14 @@ def _cell(value: Any, digits: int) -> str:
     return html.escape(str(value))
 
 
-def html_table(frame: pd.DataFrame, title: str = "", digits: int = 4, index: bool = True) -> str:
-    """An HTML table of ``frame`` with every header, index and cell escaped."""
+def html_table(frame: pd.DataFrame, title: str = "", digits: int = 4, index: bool = True,
+               titles: Mapping[str, str] | None = None) -> str:
+    """An HTML table of ``frame`` with every header, index and cell escaped; ``titles``: a tooltip per cell text."""
     def cell(value: Any, tag: str) -> str:
         align = "left" if tag == "th" else "right"  # names left, numbers right
-        return f'<{tag} style="{_CELL_STYLE.format(align=align)}">{_cell(value, digits)}</{tag}>'
+        tip = (titles or {}).get(value) if isinstance(value, str) else None
+        attr = f' title="{html.escape(tip)}"' if tip else ""
+        return f'<{tag} style="{_CELL_STYLE.format(align=align)}"{attr}>{_cell(value, digits)}</{tag}>'
 
     head = "".join(cell(c, "th") for c in ([frame.index.name or ""] if index else []) + list(frame.columns))
     body = "".join("<tr>" + (cell(i, "th") if index else "") + "".join(cell(v, "td") for v in values) + "</tr>"
@@ -117,22 +122,28 @@ class LearningCurve:
 
         return learning_curve(self.summary, log_x=log_x)
 
-    def table(self, scale: float = 100.0) -> pd.DataFrame:
-        """The summary in words: accuracy and gain in points with their CI, and the verdict."""
+    def _labels(self) -> dict[Any, str]:
         s = self.summary
+        return labels_for([*s["init"], *(b for b in s["baseline"] if b)])
+
+    def table(self, scale: float = 100.0) -> pd.DataFrame:
+        """The summary in words: encoders by short name, accuracy and gain in points with their CI, and the verdict."""
+        s, names = self.summary, self._labels()
         level = f"{self.confidence:.0%} CI"
         return pd.DataFrame({
-            "init": s["init"], "examples": s["n_train"].astype(int), "seeds": s["runs"].astype(int),
+            "init": s["init"].map(names), "examples": s["n_train"].astype(int), "seeds": s["runs"].astype(int),
             f"accuracy, {level}": [_interval(m, lo, hi, scale) for m, lo, hi in
                                    zip(s["accuracy_mean"], s["accuracy_ci_low"], s["accuracy_ci_high"], strict=True)],
-            "against": s["baseline"],
+            "against": [names[b] if b else b for b in s["baseline"]],
             f"gain (points), {level}": [_interval(g, lo, hi, scale, signed=True) if b else "" for g, lo, hi, b in
                                         zip(s["gain"], s["gain_ci_low"], s["gain_ci_high"], s["baseline"], strict=True)],
             "verdict": [verdict_words(v) if b else "" for v, b in zip(s["verdict"], s["baseline"], strict=True)],
         })
 
     def _repr_html_(self) -> str:
-        return html_table(self.table(), "Learning curve: test accuracy (points) by training examples", index=False)
+        tips = {label: str(spec) for spec, label in self._labels().items() if label != spec}
+        return html_table(self.table(), "Learning curve: test accuracy (points) by training examples", index=False,
+                          titles=tips)
 
     def __repr__(self) -> str:
         return self.table().to_string(index=False)
@@ -155,8 +166,11 @@ class ProbeGain:
     def _repr_html_(self) -> str:
         d = self.gain["gain"]
         verdict = f'<span class="wb-verdict">{html.escape(verdict_words(d["verdict"]))}</span>'
+        names = labels_for(self.headline.index)
+        shown = self.headline.rename(index=names)
+        tips = {label: str(spec) for spec, label in names.items() if label != spec}
         return (f"<p>{verdict} · {html.escape(self.sentence)}</p>"
-                + html_table(self.headline, "Test accuracy at the layer chosen on validation"))
+                + html_table(shown, "Test accuracy at the layer chosen on validation", titles=tips))
 
     def __repr__(self) -> str:
         return f"{self.sentence}\n{self.headline.to_string()}"

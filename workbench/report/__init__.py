@@ -11,8 +11,9 @@ override earlier ones). `workbench sweep` runs one report per combination of val
 writes a comparison page with mean ± 95% CI over seeds and training curves with bands.
 
 Modules by job: ``metrics`` (record_metrics), ``params`` and ``configcheck`` (parameters),
-``runner`` (one run), ``sweep``/``pool``/``worker`` (sweeps), ``pages``/``sweeppage``/``curves``/
-``figures``/``export``/``markup`` (HTML), ``records`` (run.json), ``files`` (folders and locks).
+``runner`` (one run), ``sweep``/``pool``/``worker`` (sweeps), ``pages``/``runstable`` (the index's runs
+table)/``gainplot`` (the gain across runs)/``sweeppage``/``curves``/``figures``/``export``/``markup``
+(HTML), ``records`` (run.json), ``files`` (folders and locks).
 """
 
 from __future__ import annotations

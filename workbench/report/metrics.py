@@ -47,7 +47,7 @@ def record_metrics(metrics: Mapping[str, Any] | None = None, **more: Any) -> dic
     clean = {k: jsonable(v) for k, v in values.items()}
     width = max((len(k) for k in clean), default=0)
     text = "\n".join(f"{k.ljust(width)}  {fmt(v)}" for k, v in clean.items())
-    display({METRICS_MIMETYPE: clean, "text/plain": text, "text/html": table(clean)}, raw=True)
+    display({METRICS_MIMETYPE: clean, "text/plain": text, "text/html": table(clean, short=True)}, raw=True)
     return clean
 
 

@@ -12,10 +12,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..shortnames import label_for
 from .files import OutputDir, check_out_path, locked
+from .gainplot import gain_figure, points_from_metrics
 from .markup import details, esc, grid_table, inline, link, page, status, table
 from .metrics import order_metrics
-from .records import RunResult, read_run, shown_status
+from .records import RunResult, read_run
+from .runstable import (
+    RUNS_CSS,
+    RUNS_SCRIPT,
+    answer_html,
+    effective_parameters,
+    headline_prefixes,
+    runs_table,
+)
 
 __all__ = ["INDEX_LOCK", "run_page", "write_reports_index"]
 
@@ -37,14 +47,18 @@ def run_page(r: RunResult) -> str:
     head = (f'<a href="../index.html">all runs</a> · status {status(r.status)} · started {html.escape(r.started)}'
             f" · {r.seconds:.1f} s" + (f" · sweep {html.escape(r.sweep)}" if r.sweep else "")
             + (" · " + link(r.figures, "figures") if r.figures else ""))
-    body = (f"<p>{head}</p>"
+    answers = "".join(f"<p>{html.escape(p)}: {said}</p>"
+                      for p in headline_prefixes([{"metrics": r.metrics}]) if (said := answer_html(r.metrics, p)))
+    ckpt = r.run_dir / r.checkpoint if r.checkpoint else None
+    body = (f"<p>{head}</p>" + answers
             + (f'<p class="wb-failed">{html.escape(r.error)}</p>' if r.error else "")
             + grid_table(["notebook", "status", "seconds", "output", "error"], rows)
-            + "<h2>Parameters</h2>" + (table(r.parameters) if r.parameters else "<p>defaults</p>")
-            + "<h2>Headline metrics</h2>" + (table(order_metrics(r.metrics)) if r.metrics else "<p>none recorded</p>")
-            + (f"<p>checkpoint: <code>{html.escape(str(r.run_dir / r.checkpoint))}</code></p>" if r.checkpoint else "")
+            + "<h2>Parameters</h2>" + (table(r.parameters, short=True) if r.parameters else "<p>defaults</p>")
+            + "<h2>Headline metrics</h2>" + (table(order_metrics(r.metrics), short=True) if r.metrics else "<p>none recorded</p>")
+            + (f'<p>checkpoint: <code title="{html.escape(str(ckpt))}">{html.escape(label_for(str(ckpt)))}</code></p>'
+               if ckpt else "")
             + _provenance_section(r.provenance))
-    return page(f"Run {r.run_id}", body)
+    return page(f"Run {r.run_id}", body, css=RUNS_CSS)
 
 
 def _json(path: Path) -> Any:
@@ -54,12 +68,28 @@ def _json(path: Path) -> Any:
         return None  # a sweep being written for the first time, or damaged: not listed
 
 
-def _run_row(r: dict[str, Any]) -> list[str]:
-    d = r["_dir"]
-    nbs = " ".join((link(f"{d}/{n['html']}", n["name"]) if isinstance(n.get("html"), str) else html.escape(n["name"]))
-                   + f" {status(str(n.get('status')))}" for n in r["notebooks"])
-    return [link(f"{d}/index.html", d), esc(r["started"]), status(shown_status(r)), inline(r["parameters"]),
-            inline(order_metrics(r["metrics"])), nbs]
+def _plotly_src(out: OutputDir) -> str | bool:
+    """plotly.js for the index: one shared file in the reports root, written once; inline if a foreign file has its name."""
+    import plotly
+    from plotly.offline import get_plotlyjs
+
+    name = f"plotly-{plotly.__version__}.min.js"
+    if not (out.path / name).exists():
+        out.write_text(name, get_plotlyjs())
+    return name if out.owns(name) else True
+
+
+def _gain_section(out: OutputDir, runs: list[dict[str, Any]]) -> str:
+    """The headline gain against each parameter that varies between runs, when 2 or more runs recorded one."""
+    prefixes = headline_prefixes(runs)
+    if not prefixes:
+        return ""
+    points = [pt for r in runs if (pt := points_from_metrics(r["_dir"], effective_parameters(r), r["metrics"], prefixes[0]))]
+    fig = gain_figure(points, f"{prefixes[0]} gain (points, CI) against each parameter that varies between runs")
+    if fig is None:
+        return ""
+    return ("<h2>Gain across runs</h2>"
+            + fig.to_html(include_plotlyjs=_plotly_src(out), full_html=False, config={"displaylogo": False}))
 
 
 def _index_body(out: OutputDir) -> str:
@@ -67,15 +97,14 @@ def _index_body(out: OutputDir) -> str:
     dirs = [out.path / name for name in out.owned() if (out.path / name).is_dir()]
     runs = [r | {"_dir": d.name} for d in dirs if (d / "run.json").exists() and (r := read_run(d / "run.json")) is not None]
     runs.sort(key=lambda r: (r["started"], r["_dir"]), reverse=True)
-    body = grid_table(["run", "started", "status", "parameters", "headline metrics", "notebooks"], [_run_row(r) for r in runs])
+    body = runs_table(runs) + _gain_section(out, runs)
     sweeps = [s | {"_dir": d.name} for d in dirs if (d / "sweep.json").exists() and isinstance(s := _json(d / "sweep.json"), dict)]
     if sweeps:
         rows = [[link(f"{s['_dir']}/index.html", s["_dir"]), status(str(s.get("status", "?"))),
                  inline({k: ", ".join(map(str, v)) for k, v in (s.get("grid") or {}).items() if isinstance(v, list)}),
                  esc(", ".join(map(str, s.get("seeds") or [])) or "-"), esc(len(s.get("runs") or []))]
                 for s in sorted(sweeps, key=lambda s: s["_dir"], reverse=True)]
-        body = ("<h2>Sweeps</h2>" + grid_table(["sweep", "status", "grid", "seeds", "runs"], rows)
-                + "<h2>Runs</h2>" + body)
+        body += "<h2>Sweeps</h2>" + grid_table(["sweep", "status", "grid", "seeds", "runs"], rows)
     return body
 
 
@@ -87,5 +116,5 @@ def write_reports_index(out_root: str | Path = "reports") -> Path:
         out = OutputDir.open(root, "report")  # inside the lock: the manifest as the last writer left it
         if not out.owns(INDEX_LOCK):
             out.adopt(INDEX_LOCK, "log")
-        out.write_text("index.html", page("Reports", _index_body(out)))
+        out.write_text("index.html", page("Reports", _index_body(out), css=RUNS_CSS, script=RUNS_SCRIPT))
     return root / "index.html"

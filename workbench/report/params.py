@@ -22,6 +22,7 @@ __all__ = [
     "NotebookParam",
     "Plan",
     "coerce",
+    "defaults",
     "find_notebooks",
     "first_line",
     "injected",
@@ -250,6 +251,15 @@ def plan(params: Mapping[str, Any], notebooks_dir: str | Path, select: Sequence[
         values.update(injected(result, i, "<run dir>/checkpoint"))
         check_configs(path.stem, config_bindings(nb), values, set(per_notebook[i]))
     return result
+
+
+def defaults(p: Plan) -> dict[str, Any]:
+    """The notebooks' own values of their literal parameters (the first notebook's where two declare one), but ``out``/``model``."""
+    found: dict[str, Any] = {}
+    for declared in p.declared:
+        found.update({k: d.default for k, d in declared.items() if d.type is not None and k not in (OUT, MODEL)
+                      and k not in found})
+    return found
 
 
 def injected(p: Plan, i: int, checkpoint: str) -> dict[str, Any]:

@@ -39,6 +39,7 @@ class RunResult:
     parameters: dict[str, Any]
     notebooks: list[NotebookResult]
     metrics: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)  # the notebooks' own values (paths the runner sets aside)
     error: str | None = None  # one line naming the failed notebook and its HTML page
     checkpoint: str | None = None
     started: str = ""

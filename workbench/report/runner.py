@@ -28,7 +28,7 @@ from .figures import RENDERER, save_figures, write_figures_index
 from .files import OutputDir, check_out_path, claim_dir, open_root, write_owned
 from .metrics import collect_metrics
 from .pages import run_page, write_reports_index
-from .params import Plan, first_line, injected, plan
+from .params import Plan, defaults, first_line, injected, plan
 from .records import NotebookResult, RunResult
 
 __all__ = ["CHECKPOINT_DIR", "Progress", "RunInterrupted", "check_id", "default_id", "execute", "run_report",
@@ -232,6 +232,7 @@ def execute(p: Plan, run_dir: Path, out_root: Path, timeout: float | None = None
             sweep: str | None = None, combination: dict[str, Any] | None = None) -> RunResult:
     """Run ``p`` in the (claimed, empty) ``run_dir``, keeping ``run.json`` and the index up to date."""
     result = RunResult(run_dir.name, run_dir, "running", p.params, [NotebookResult(s.stem) for s in p.paths],
+                       defaults=defaults(p),
                        started=datetime.now().isoformat(timespec="seconds"), sweep=sweep, combination=combination,
                        checkpoint=CHECKPOINT_DIR if p.producer is not None else None,
                        pid=os.getpid(), host=socket.gethostname())

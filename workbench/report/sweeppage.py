@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from .curves import band_figure, final_values, read_curves
 from .files import write_owned
-from .markup import esc, grid_table, link, page, status
+from .gainplot import GainPoint, gain_figure, points_from_metrics
+from .markup import esc, grid_table, link, page, shown, status
 from .metrics import order_metrics
 from .pages import write_reports_index
 from .records import RunResult
@@ -23,7 +24,7 @@ from .records import RunResult
 if TYPE_CHECKING:
     from .sweep import SweepResult
 
-__all__ = ["Group", "compare_cell", "group_runs", "save_sweep", "summary_rows"]
+__all__ = ["Group", "compare_cell", "gain_points", "group_runs", "save_sweep", "summary_rows"]
 
 _SKIP_SUFFIXES = ("_ci_low", "_ci_high")  # a run's own interval: not a quantity to average over seeds
 
@@ -106,16 +107,42 @@ def _runs_table(sweep: SweepResult, names: Sequence[str]) -> str:
         combo, last = r.combination or r.parameters, final_values(read_curves(r))
         rows.append([link(f"../{r.run_id}/index.html", r.run_id), *(esc(combo.get(n)) for n in [*names, *seeds]),
                      status(r.status), *(esc(last.get(f"final {y}", "")) for y in ("loss", "eval mlm_accuracy")),
-                     *(esc(r.metrics.get(k, "")) for k in keys)])
+                     *(shown(r.metrics.get(k, ""), k) for k in keys)])
     return grid_table(["run", *names, *seeds, "status", "final loss", "final eval mlm_accuracy", *keys], rows)
 
 
-def _figure(groups: Sequence[Group]) -> str:
+def _figure(groups: Sequence[Group]) -> Any | None:
     curves = {g.label: [c for r in g.runs if r.ok and (c := read_curves(r))] for g in groups}
     curves = {label: cs for label, cs in curves.items() if cs}
-    if not curves:
-        return "<p>No training curves: no finished run wrote checkpoint/metrics.jsonl.</p>"
-    return band_figure(curves).to_html(include_plotlyjs=True, full_html=False)  # inline plotly.js: offline
+    return band_figure(curves) if curves else None
+
+
+def gain_points(groups: Sequence[Group], names: Sequence[str], prefix: str = "downstream") -> list[GainPoint]:
+    """One point per combination: the mean gain over seeds with its t interval, or one run's gain with its own CI."""
+    points = []
+    for g in groups:
+        ok = [r for r in g.runs if r.ok]
+        if not ok:
+            continue
+        combo = ok[0].combination or ok[0].parameters
+        params = {n: combo.get(n) for n in names}
+        over_seeds = g.interval(f"{prefix}_gain")
+        if over_seeds is not None:
+            points.append(GainPoint(g.label, params, *(v * 100 for v in over_seeds)))
+        elif (point := points_from_metrics(g.label, params, ok[0].metrics, prefix)) is not None:
+            points.append(point)
+    return points
+
+
+def _figures(groups: Sequence[Group], names: Sequence[str]) -> str:
+    """The gain against the swept values, then the training curves with bands; plotly.js inline once (offline)."""
+    figs = [gain_figure(gain_points(groups, names), "Gain over the random twin (points, CI) by swept value"),
+            _figure(groups)]
+    shown = [f for f in figs if f is not None]
+    parts = [f.to_html(include_plotlyjs=k == 0, full_html=False) for k, f in enumerate(shown)]
+    if figs[1] is None:
+        parts.append("<p>No training curves: no finished run wrote checkpoint/metrics.jsonl.</p>")
+    return "".join(parts)
 
 
 def save_sweep(sweep: SweepResult, out_root: Path) -> None:
@@ -133,7 +160,7 @@ def save_sweep(sweep: SweepResult, out_root: Path) -> None:
     body = (f'<p><a href="../index.html">all runs</a> · status {status(sweep.status)}</p>'
             f"<p>{html.escape(grid)}; {html.escape(seeds)}</p>"
             + (f"<p>resumed: {len(sweep.skipped)} finished run(s) kept</p>" if sweep.skipped else "")
-            + summary + "<h2>Runs</h2>" + _runs_table(sweep, names) + _figure(groups))
+            + summary + "<h2>Runs</h2>" + _runs_table(sweep, names) + _figures(groups, names))
     data = {"sweep_id": sweep.sweep_id, **sweep.definition, "status": sweep.status,
             "runs": [r.run_id for r in sweep.runs], "skipped": sweep.skipped}
     write_owned(sweep.sweep_dir, "sweep.json", json.dumps(data, indent=2, default=str) + "\n", "sweep")
