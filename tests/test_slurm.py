@@ -123,7 +123,9 @@ def test_scancel_of_one_job_then_resume_finishes_the_sweep(slurm, nbdir, tmp_pat
     assert Path(f"{hold}.started").exists(), proc.communicate(timeout=30)
     held = json.loads((out / "c-02-s1" / "run.json").read_text())
     assert held["status"] == "running"
-    subprocess.run(["scancel", held["provenance"]["slurm"]["job_id"]], check=True, timeout=30)
+    job = held["provenance"]["slurm"]
+    # ARRAY_TASK: a task's own SLURM_JOB_ID may be the array's id (SLURM gives it to one task), which cancels them all.
+    subprocess.run(["scancel", f"{job['array_job_id']}_{job['array_task_id']}"], check=True, timeout=30)
     stdout, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "Traceback" not in err, err
     runs = _runs(out, "c")

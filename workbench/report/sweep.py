@@ -243,11 +243,11 @@ def _run_slurm(sweep: SweepResult, runs: list[tuple[str, dict[str, Any], Plan]],
     keys = [_key(c) for _, c, _ in runs]
     seen: dict[str, str] = {}
 
-    def refresh() -> None:  # the page follows the records the jobs write
+    def refresh(report: bool = True) -> None:  # the page follows the records the jobs write
         sweep.runs = _current(out_root, sweep, keys)
         now = {r.run_id: r.status for r in sweep.runs}
         if now != seen:
-            if progress:
+            if progress and report:
                 for r in sweep.runs:
                     if r.status != "running" and seen.get(r.run_id) != r.status:
                         progress(f"{r.status}: {r.run_dir}" + (f": {r.error}" if r.error else ""))
@@ -262,7 +262,7 @@ def _run_slurm(sweep: SweepResult, runs: list[tuple[str, dict[str, Any], Plan]],
                     progress(f"resume: waiting for the sweep's SLURM jobs still queued or running ({', '.join(sweep.slurm_jobs)})")
                 wait_for_jobs(sweep.slurm_jobs, refresh, progress)
             todo = _todo(sweep, runs, out_root, progress, "its SLURM job ended before the run finished")
-            refresh()
+            refresh(report=False)
             if todo:
                 try:
                     array = submit(todo, cfg, sweep.sweep_dir, out_root, timeout, sweep.sweep_id)
