@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,21 @@ def test_temporaries_of_dead_processes_are_cleaned_and_user_hidden_files_kept(tm
     out = OutputDir.open(tmp_path, "pretrain")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".draft.tmp", ".gitignore", live.name])
     assert out.foreign() == [".draft.tmp", ".gitignore"]
+
+
+def test_another_machines_temporaries_on_a_shared_filesystem_are_kept_for_a_day(tmp_path):
+    dead = _dead_pid()
+    own = tmp_path / f".run.json.tmp-{dead}.{outputs._HOST_TAG}0a1b2c3d"  # this machine's, its process gone
+    other_tag = "0123abcd" if outputs._HOST_TAG != "0123abcd" else "4567abcd"
+    busy = tmp_path / f".index.html.tmp-{dead}.{other_tag}0a1b2c3d"  # a job on another node, writing now
+    stale = tmp_path / f".index.html.tmp-{dead}.{other_tag}99999999"
+    for p in (own, busy, stale):
+        p.write_text("x")
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
+    OutputDir.open(tmp_path, "sweep")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [busy.name]
+    written = outputs._temp_name("run.json")
+    assert written.split(".")[-1].startswith(outputs._HOST_TAG) and outputs.is_workbench_temp(written)
 
 
 def test_verify_names_a_truncated_or_missing_file(tmp_path):

@@ -21,17 +21,22 @@ from workbench.config import SlurmConfig
 from workbench.errors import WorkbenchError
 
 REPO = Path(__file__).resolve().parents[1]
+# A stand-in for 02: "checkpoints" are checkpoint-STEP folders; with resume it continues after the last one.
 TRAIN_CELL = """import json, os, time
 os.makedirs(out, exist_ok=True)
-with open(os.path.join(out, "metrics.jsonl"), "w") as f:
-    for step in range(1, steps + 1):
+last = max((int(d.split("-")[1]) for d in os.listdir(out) if d.startswith("checkpoint-")), default=0) if resume else 0
+with open(os.path.join(out, "metrics.jsonl"), "a") as f:
+    for step in range(last + 1, steps + 1):
         f.write(json.dumps({"type": "train", "step": step, "loss": 5.0 / step + mask_rate + 0.01 * seed}) + "\\n")
-if hold and f"{mask_rate}-{seed}" == os.path.basename(hold):
-    open(hold + ".started", "w").write(str(os.getpid()))
-    while os.path.exists(hold):
-        time.sleep(0.2)
+        f.flush()
+        os.makedirs(os.path.join(out, f"checkpoint-{step}"))
+        open(os.path.join(out, f"checkpoint-{step}", "weights"), "w").write(str(step))
+        if hold and f"{mask_rate}-{seed}" == os.path.basename(hold) and step == 2:
+            open(hold + ".started", "w").write(str(os.getpid()))
+            while os.path.exists(hold):
+                time.sleep(0.2)
 from workbench.report import record_metrics
-record_metrics(gain=mask_rate + 0.01 * seed, threads=os.environ.get("OMP_NUM_THREADS", ""))"""
+record_metrics(gain=mask_rate + 0.01 * seed, threads=os.environ.get("OMP_NUM_THREADS", ""), continued_after=last)"""
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +60,7 @@ def nbdir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("slurm-nbs")
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell('steps = 3\nout = ""\nmask_rate = 0.15\nseed = 0\nhold = ""\n')
+    params = nbformat.v4.new_code_cell('steps = 3\nout = ""\nresume = False\nmask_rate = 0.15\nseed = 0\nhold = ""\n')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(TRAIN_CELL)]
     nbformat.write(nb, root / "01_train.ipynb")
@@ -117,16 +122,23 @@ def test_scancel_of_one_job_then_resume_finishes_the_sweep(slurm, nbdir, tmp_pat
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "workbench", *_argv(nbdir, out, "--sweep-id", "c", "-p", f"hold={hold}")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 120
-    while not Path(f"{hold}.started").exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert Path(f"{hold}.started").exists(), proc.communicate(timeout=30)
-    held = json.loads((out / "c-02-s1" / "run.json").read_text())
-    assert held["status"] == "running"
-    job = held["provenance"]["slurm"]
-    # ARRAY_TASK: a task's own SLURM_JOB_ID may be the array's id (SLURM gives it to one task), which cancels them all.
-    subprocess.run(["scancel", f"{job['array_job_id']}_{job['array_task_id']}"], check=True, timeout=30)
-    stdout, err = proc.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 300  # generous: a loaded 2-core machine starts a kernel in 10-60 s
+        while not Path(f"{hold}.started").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert Path(f"{hold}.started").exists(), proc.stderr.read() if proc.poll() is not None else "not started in 300 s"
+        held = json.loads((out / "c-02-s1" / "run.json").read_text())
+        assert held["status"] == "running"
+        job = held["provenance"]["slurm"]
+        # ARRAY_TASK: a task's own SLURM_JOB_ID may be the array's id (SLURM gives it to one task), which cancels them all.
+        t0 = time.monotonic()
+        subprocess.run(["scancel", f"{job['array_job_id']}_{job['array_task_id']}"], check=True, timeout=30)
+        stdout, err = proc.communicate(timeout=300)
+        print(f"\nscancel to the sweep's end: {time.monotonic() - t0:.1f} s")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 1 and "Traceback" not in err, err
     runs = _runs(out, "c")
     assert [r["status"] for r in runs.values()] == ["ok", "ok", "ok", "interrupted"], err
@@ -134,13 +146,24 @@ def test_scancel_of_one_job_then_resume_finishes_the_sweep(slurm, nbdir, tmp_pat
     assert json.loads((out / "sweep-c" / "sweep.json").read_text())["status"] == "failed"
     hold.unlink()
     kept = (out / "c-01-s0" / "run.json").read_bytes()
+    t0 = time.monotonic()
     assert _cli(_argv(nbdir, out, "--sweep-id", "c", "--resume", "-p", f"hold={hold}")) == 0
+    print(f"--resume: {time.monotonic() - t0:.1f} s")
     runs = _runs(out, "c")
     assert runs["c-02-s1"]["status"] == "interrupted" and runs["c-02-s1-2"]["status"] == "ok"  # the attempt stays
     assert (out / "c-01-s0" / "run.json").read_bytes() == kept  # finished runs are collected, not re-run
     sweep = json.loads((out / "sweep-c" / "sweep.json").read_text())
     assert sweep["status"] == "ok" and sweep["runs"] == ["c-01-s0", "c-01-s1", "c-02-s0", "c-02-s1-2"]
     assert len(sweep["slurm_jobs"]) == 2 and sweep["skipped"] == ["c-01-s0", "c-01-s1", "c-02-s0"]
+    # Its pretraining continued from the interrupted attempt's last checkpoint, which stays as it was.
+    old_ckpt, new_ckpt = out / "c-02-s1" / "checkpoint", out / "c-02-s1-2" / "checkpoint"
+    assert runs["c-02-s1-2"]["metrics"]["continued_after"] == 2 and runs["c-02-s1-2"]["resumed_from"] == str(old_ckpt)
+    assert runs["c-02-s1-2"]["notebooks"][0]["parameters"]["resume"] is True
+    assert sorted(p.name for p in old_ckpt.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert sorted(p.name for p in new_ckpt.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    assert (old_ckpt / "checkpoint-2" / "weights").stat().st_ino == (new_ckpt / "checkpoint-2" / "weights").stat().st_ino
+    assert [json.loads(x)["step"] for x in (new_ckpt / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert len((old_ckpt / "metrics.jsonl").read_text().splitlines()) == 2  # copied, not linked: appends stay apart
 
 
 def test_an_unknown_partition_is_one_line_and_writes_nothing(slurm, nbdir, tmp_path, capsys):
@@ -154,6 +177,27 @@ def test_an_unknown_partition_is_one_line_and_writes_nothing(slurm, nbdir, tmp_p
 
 
 # ------------------------------------------------------------------ no cluster needed
+def test_a_local_resume_continues_an_interrupted_runs_pretraining_from_its_last_checkpoint(nbdir, tmp_path):
+    from workbench.report import run_sweep
+    from workbench.report.records import RunResult
+    from workbench.report.runner import save_run
+
+    out = tmp_path / "reports"
+    first = run_sweep({"mask_rate": ["0.2", "0.4"]}, notebooks_dir=nbdir, out_root=out, sweep_id="l")
+    assert first.ok and first.runs[1].metrics["continued_after"] == 0
+    killed = first.runs[1]  # as if SIGKILLed after its second checkpoint: still "running"
+    killed.status = "running"
+    save_run(killed, out)
+    (out / "l-02" / "checkpoint" / "checkpoint-3" / "weights").unlink()
+    (out / "l-02" / "checkpoint" / "checkpoint-3").rmdir()
+    again = run_sweep({"mask_rate": ["0.2", "0.4"]}, notebooks_dir=nbdir, out_root=out, sweep_id="l", resume=True)
+    assert again.ok and again.skipped == ["l-01"] and [r.run_id for r in again.runs] == ["l-01", "l-02-2"]
+    resumed = again.runs[1]
+    assert resumed.metrics["continued_after"] == 2 and resumed.resumed_from == str(out / "l-02" / "checkpoint")
+    assert RunResult.from_json(json.loads((out / "l-02" / "run.json").read_text()), out / "l-02").status == "interrupted"
+    assert "continued from the checkpoints of" in (out / "l-02-2" / "index.html").read_text()
+
+
 def test_without_submitit_the_slurm_launcher_stops_at_once_with_the_install_command(nbdir, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)  # `import submitit` raises ImportError
     assert _cli(_argv(nbdir, tmp_path / "reports")) == 2

@@ -11,7 +11,8 @@ their own file under that name) counts as foreign too.
 
 Writes are atomic: an entry is built under a hidden temporary name in the same folder
 (``.NAME.tmp-PID.HEX``) and renamed into place. Temporaries of a killed process (its pid no
-longer runs) are removed by the next :meth:`OutputDir.open`. The size list also validates
+longer runs) are removed by the next :meth:`OutputDir.open`; on a filesystem several machines
+share (SLURM jobs), HEX names the machine, and another machine's temporaries wait a day. The size list also validates
 caches cheaply: :meth:`OutputDir.verify` reports a truncated or missing file without reading it.
 """
 
@@ -25,6 +26,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -45,14 +47,19 @@ __all__ = [
 
 MANIFEST = ".workbench-manifest.json"
 _FORMAT = 1
-# Hidden temporaries: ".NAME.tmp-PID" (older workbench versions) or ".NAME.tmp-PID.HEX".
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:\.[0-9a-f]+)?$")
+# Hidden temporaries: ".NAME.tmp-PID" (older workbench versions), ".NAME.tmp-PID.HEX", or
+# ".NAME.tmp-PID.HOSTRAND": 8 hex digits naming the machine, then 8 random ones.
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:\.(?P<tag>[0-9a-f]+))?$")
+# A folder on a filesystem that several machines share (SLURM jobs writing reports/): another
+# machine's pids cannot be looked up here, so its temporaries are left alone until this old.
+_HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_FOREIGN_TEMP_AGE_S = 24 * 3600
 _HASH_LIMIT = 1 << 20  # files up to 1 MiB get a sha256 in the record; larger ones a size only
 
 
 # ------------------------------------------------------------------------------ atomic writes
 def _temp_name(name: str, kind: str = "tmp") -> str:
-    return f".{name}.{kind}-{os.getpid()}.{secrets.token_hex(4)}"
+    return f".{name}.{kind}-{os.getpid()}.{_HOST_TAG}{secrets.token_hex(4)}"
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -245,15 +252,28 @@ class OutputDir:
             return {}
 
     def clean_temporaries(self) -> list[str]:
-        """Remove hidden temporaries left by processes that no longer run; returns their names."""
+        """Remove hidden temporaries left by processes that no longer run; returns their names.
+
+        Another machine's temporaries (the folder is on a shared filesystem) are removed only after a day.
+        """
         if not self.path.is_dir():
             return []
         removed = []
         for p in self.path.iterdir():
             m = _TEMP.match(p.name)
-            if m and not _pid_running(int(m.group("pid"))):
-                _remove(p)
-                removed.append(p.name)
+            if not m:
+                continue
+            tag = m.group("tag") or ""
+            if len(tag) == 16 and tag[:8] != _HOST_TAG:
+                try:
+                    if time.time() - p.lstat().st_mtime < _FOREIGN_TEMP_AGE_S:
+                        continue
+                except FileNotFoundError:
+                    continue
+            elif _pid_running(int(m.group("pid"))):
+                continue
+            _remove(p)
+            removed.append(p.name)
         return sorted(removed)
 
     def owns(self, name: str) -> bool:

@@ -43,6 +43,8 @@ def run_page(r: RunResult) -> str:
             + "<h2>Parameters</h2>" + (table(r.parameters) if r.parameters else "<p>defaults</p>")
             + "<h2>Headline metrics</h2>" + (table(order_metrics(r.metrics)) if r.metrics else "<p>none recorded</p>")
             + (f"<p>checkpoint: <code>{html.escape(str(r.run_dir / r.checkpoint))}</code></p>" if r.checkpoint else "")
+            + (f"<p>continued from the checkpoints of <code>{html.escape(r.resumed_from)}</code> (an interrupted "
+               "attempt)</p>" if r.resumed_from else "")
             + _provenance_section(r.provenance))
     return page(f"Run {r.run_id}", body)
 

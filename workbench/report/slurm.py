@@ -26,7 +26,7 @@ from ..errors import WorkbenchError
 from .files import OutputDir, claim_dir
 from .params import first_line, plan
 from .pool import THREAD_VARS, Task
-from .runner import Progress, RunInterrupted, execute
+from .runner import CHECKPOINT_DIR, Progress, RunInterrupted, execute
 
 __all__ = ["INSTALL", "SweepJob", "active_jobs", "check_cluster", "require_submitit", "submit", "wait_for_jobs"]
 
@@ -81,7 +81,8 @@ def _executor(cfg: SlurmConfig, folder: Path, jobs: int, name: str) -> Any:
 def _spec(task: Task, out_root: Path, timeout: float | None, sweep: str) -> dict[str, Any]:
     return {"base": task.base, "params": task.plan.params, "notebooks_dir": str(Path(task.plan.notebooks_dir).resolve()),
             "notebooks": [p.stem for p in task.plan.paths], "out_root": str(out_root.resolve()), "timeout": timeout,
-            "sweep": sweep, "combination": task.combination}
+            "sweep": sweep, "combination": task.combination,
+            "resume_from": str(task.resume_from.resolve()) if task.resume_from else None}
 
 
 def submit(todo: Sequence[Task], cfg: SlurmConfig, sweep_dir: Path, out_root: Path, timeout: float | None,
@@ -141,7 +142,8 @@ class SweepJob:
     """One task of the array: claim a run dir and run the notebooks there, as a local sweep run does.
 
     Its ``checkpoint`` makes submitit requeue the task on a preemption or time limit (SIGUSR2);
-    the interrupted run stays recorded, and the requeued task runs in a new run dir.
+    the interrupted run stays recorded, and the requeued task runs in a new run dir, its
+    pretraining continuing from the interrupted run's last checkpoint.
     """
 
     def __call__(self, spec: dict[str, Any]) -> str:
@@ -152,6 +154,7 @@ class SweepJob:
         out_root = Path(spec["out_root"])
         p = plan(spec["params"], spec["notebooks_dir"], spec["notebooks"])
         run_dir = claim_dir(OutputDir.open(out_root, "sweep"), spec["base"])
+        self.run_dir = run_dir  # for checkpoint(): a requeued task continues from this run's checkpoints
         print(f"run dir: {run_dir}", flush=True)
         submitit_handler = signal.getsignal(signal.SIGUSR2)
 
@@ -161,7 +164,8 @@ class SweepJob:
         signal.signal(signal.SIGUSR2, preempted)
         try:
             result = execute(p, run_dir, out_root, spec["timeout"], lambda line: print(line, flush=True),
-                             sweep=spec["sweep"], combination=spec["combination"])
+                             sweep=spec["sweep"], combination=spec["combination"],
+                             resume_from=Path(spec["resume_from"]) if spec.get("resume_from") else None)
         except RunInterrupted as exc:  # recorded as interrupted by execute
             if exc.signum == signal.SIGUSR2 and callable(submitit_handler):
                 submitit_handler(exc.signum, None)  # checkpoint() and requeue, then exit
@@ -172,4 +176,7 @@ class SweepJob:
         """What submitit requeues after a preemption or time limit: this task again."""
         import submitit
 
-        return submitit.helpers.DelayedSubmission(self, spec)
+        run_dir = getattr(self, "run_dir", None)
+        if run_dir is not None:
+            spec = spec | {"resume_from": str(run_dir / CHECKPOINT_DIR)}
+        return submitit.helpers.DelayedSubmission(SweepJob(), spec)

@@ -227,9 +227,12 @@ def _todo(sweep: SweepResult, runs: list[tuple[str, dict[str, Any], Plan]], out_
         if held is not None and held.ok:
             sweep.skipped.append(held.run_id)
             continue
+        resume_from = None
         if held is not None:  # the sweep lock is ours: a run still "running" lost its process
             mark_stopped(held, out_root, why)
-        todo.append(Task(slot, f"{sweep.sweep_id}-{name}", combo, p))
+            if held.status == "interrupted" and held.checkpoint:  # its pretraining continues from there
+                resume_from = held.run_dir / held.checkpoint
+        todo.append(Task(slot, f"{sweep.sweep_id}-{name}", combo, p, resume_from=resume_from))
     if progress and sweep.skipped:
         progress(f"resume: {len(sweep.skipped)} of {len(runs)} runs already finished; running {len(todo)}")
     return todo
@@ -312,7 +315,8 @@ def _run(sweep: SweepResult, runs: list[tuple[str, dict[str, Any], Plan]], out_r
                     if progress:
                         progress(f"run {k}/{len(todo)} ({task.label}): {task.run_dir}")
                     finished(task, execute(task.plan, task.run_dir, out_root, timeout, progress,
-                                           sweep=sweep.sweep_id, combination=task.combination))
+                                           sweep=sweep.sweep_id, combination=task.combination,
+                                           resume_from=task.resume_from))
             else:
                 run_pool(todo, jobs, out_root, timeout, progress, sweep.sweep_id, finished)
             sweep.runs = _current(out_root, sweep, keys)
