@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -174,6 +175,48 @@ def test_an_unknown_partition_is_one_line_and_writes_nothing(slurm, nbdir, tmp_p
     err = capsys.readouterr().err
     assert err == f"error: SLURM has no partition 'nope' (partitions: {PARTITION}); pass one of them as --slurm-partition\n"
     assert not (out / "sweep-bad").exists()
+    # What only sbatch can refuse (a node that does not exist) is one line too.
+    assert _cli(_argv(nbdir, out, "--sweep-id", "bad2", "--slurm-sbatch", "nodelist=nosuchnode")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: sbatch refused the sweep's jobs: sbatch: error: ") and err.count("\n") == 1, err
+    assert json.loads((out / "sweep-bad2" / "sweep.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_resume_collects_jobs_that_outlived_the_submitting_process(slurm, nbdir, tmp_path):
+    out, hold = tmp_path / "reports", tmp_path / "0.2-0"
+    hold.touch()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", *_argv(nbdir, out, "--sweep-id", "g", "-p", f"hold={hold}")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not Path(f"{hold}.started").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert Path(f"{hold}.started").exists()
+        proc.send_signal(signal.SIGTERM)  # the submitting process goes; its jobs go on
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert "collect them with: workbench sweep --resume --sweep-id g" in err
+    assert json.loads((out / "sweep-g" / "sweep.json").read_text())["status"] == "interrupted"
+    assert json.loads((out / "g-01-s0" / "run.json").read_text())["status"] == "running"  # its job still runs
+    from workbench.report import run_sweep
+
+    def progress(line: str) -> None:  # the run goes on once --resume waits for its job
+        if line.startswith("resume: waiting for the sweep's SLURM jobs still queued or running"):
+            hold.unlink()
+
+    result = run_sweep({"mask_rate": ["0.2", "0.4"]}, {"hold": str(hold)}, notebooks_dir=nbdir, out_root=out,
+                       sweep_id="g", seeds=[0, 1], resume=True, launcher="slurm", progress=progress,
+                       slurm=SlurmConfig(slurm_partition=PARTITION, slurm_cpus=1, slurm_time=10))
+    assert not hold.exists() and result.ok
+    sweep = json.loads((out / "sweep-g" / "sweep.json").read_text())
+    assert sweep["status"] == "ok" and sweep["runs"] == ["g-01-s0", "g-01-s1", "g-02-s0", "g-02-s1"]
+    assert len(sweep["slurm_jobs"]) == 1  # collected, nothing resubmitted
 
 
 # ------------------------------------------------------------------ no cluster needed
@@ -231,3 +274,34 @@ def test_sbatch_flags_from_a_yaml_file_and_flags(tmp_path):
         SlurmConfig(slurm_sbatch_file=str(f))
     with pytest.raises(WorkbenchError, match="No such file or directory; pass a YAML file"):
         SlurmConfig(slurm_sbatch_file=str(tmp_path / "missing.yaml"))
+
+
+@pytest.mark.slow
+def test_a_preempted_job_is_recorded_interrupted_and_requeued_and_continues_from_its_checkpoint(slurm, nbdir, tmp_path):
+    out, hold = tmp_path / "reports", tmp_path / "0.2-0"
+    hold.touch()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    argv = [a if a != "mask_rate=0.2,0.4" else "mask_rate=0.2" for a in _argv(nbdir, out, "--sweep-id", "p", "-p", f"hold={hold}")]
+    argv = argv[:argv.index("--seeds")] + argv[argv.index("--seeds") + 2:]  # one run: mask_rate 0.2
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not Path(f"{hold}.started").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert Path(f"{hold}.started").exists()
+        job = json.loads((out / "p-01" / "run.json").read_text())["provenance"]["slurm"]
+        # What SLURM sends before a preemption or the time limit (submitit's --signal=USR2@90).
+        subprocess.run(["scancel", "--signal=USR2", f"{job['array_job_id']}_{job['array_task_id']}"], check=True, timeout=30)
+        _, err = proc.communicate(timeout=300)  # the requeued task continues past the hold (step 2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    first, again = (json.loads((out / d / "run.json").read_text()) for d in ("p-01", "p-01-2"))
+    assert first["status"] == "interrupted" and first["error"] == "interrupted by SIGUSR2"
+    assert again["status"] == "ok" and again["metrics"]["continued_after"] == 2
+    assert again["resumed_from"] == str(out / "p-01" / "checkpoint")
+    assert again["provenance"]["slurm"]["array_job_id"] == job["array_job_id"]  # the same task, requeued by submitit
+    assert json.loads((out / "sweep-p" / "sweep.json").read_text())["runs"] == ["p-01-2"]

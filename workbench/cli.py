@@ -289,7 +289,9 @@ def _add_report_commands(sub: Any) -> None:
     p.add_argument("--seeds", metavar="S1,S2", help="Run every combination once per seed (sets each notebook's `seed`); "
                    "the comparison shows mean ± 95%% CI over seeds.")
     p.add_argument("--resume", action="store_true", help="Finish the sweep with these settings (or --sweep-id): "
-                   "skip combinations that finished, re-run failed or missing ones.")
+                   "skip combinations that finished, re-run failed, interrupted or missing ones (an interrupted "
+                   "pretraining continues from its last checkpoint); with --launcher slurm, first wait for the "
+                   "sweep's jobs still queued or running.")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="Run N combinations at once, each with "
                    "cores // N torch threads (default: 1).")
     p.add_argument("--sweep-id", help="Name of the sweep (default: YYYYmmdd-HHMMSS-<hash>); runs are <id>-01, ...")

@@ -12,6 +12,8 @@ requeues the task.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -97,7 +99,8 @@ def submit(todo: Sequence[Task], cfg: SlurmConfig, sweep_dir: Path, out_root: Pa
 
     ex = _executor(cfg, folder, len(todo), f"wb-{sweep}")
     try:
-        jobs = ex.map_array(SweepJob(), [_spec(t, out_root, timeout, sweep) for t in todo])
+        with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's refusal too: one line is ours
+            jobs = ex.map_array(SweepJob(), [_spec(t, out_root, timeout, sweep) for t in todo])
     except FailedJobError as exc:  # sbatch's stderr
         lines = [x for x in str(exc).splitlines() if x.strip()]
         raise WorkbenchError(f"sbatch refused the sweep's jobs: {first_line(lines[-1] if lines else exc)}; "
