@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JS_PACKAGES := requirejs@2.3.6 d3@5.7.0 jquery@2.1.0
 
-.PHONY: venv demo test chromium lint bench clean
+.PHONY: venv demo test chromium slurm lint bench clean
 
 venv: $(STAMP)
 
@@ -30,7 +30,8 @@ demo: venv
 
 # The unit tests and every notebook on its small defaults (nbval), in one pytest run.
 # chromium first: when it is missing and cannot be installed, stop before minutes of set-up.
-test: chromium venv
+# slurm: Debian's SLURM and munge for tests/test_slurm.py (which start a single-node SLURM as root).
+test: chromium slurm venv
 	$(BIN)/ruff check workbench tests benchmarks notebooks
 	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with notebooks/sanitize.cfg
@@ -39,6 +40,11 @@ test: chromium venv
 # stop with the command to run.
 chromium:
 	@bash .ci/ensure-chromium
+
+# tests/test_slurm.py needs Debian's slurmctld, slurmd, slurm-client and munge: installed when
+# missing (root or sudo), else a note, and those tests skip with the reason.
+slurm:
+	@bash .ci/ensure-slurm
 
 bench: venv
 	$(BIN)/python benchmarks/data_pipeline.py

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,26 @@ def test_temporaries_of_dead_processes_are_cleaned_and_user_hidden_files_kept(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == kept
     assert out.foreign() == sorted([".draft.tmp", ".gitignore", *look_alikes])
     assert all((tmp_path / name).read_text() == "mine" for name in look_alikes)
+
+
+def test_another_machines_temporaries_on_a_shared_filesystem_are_kept_for_a_day(tmp_path, monkeypatch):
+    from workbench import atomic
+
+    dead = _dead_pid()
+    own = tmp_path / atomic.temp_name("run.json", pid=dead)  # this machine's, its process gone
+    other = "0123" if atomic.HOST_TAG != "0123" else "4567"
+    monkeypatch.setattr(atomic, "HOST_TAG", other)  # names as a job on another node writes them
+    busy = tmp_path / atomic.temp_name("index.html", pid=dead)  # written now: its pid cannot be looked up here
+    stale = tmp_path / atomic.temp_name("figures", pid=dead)
+    monkeypatch.undo()
+    for p in (own, busy, stale):
+        p.write_text("x")
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
+    assert atomic.temp_host(busy.name) == other and atomic.temp_host(own.name) == atomic.HOST_TAG
+    out = OutputDir.open(tmp_path, "sweep")
+    assert len(list(tmp_path.iterdir())) == 3  # opening removes nothing
+    out.write_text("run.json", "{}")  # the first write cleans: this machine's dead one and the day-old one
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([busy.name, "run.json", MANIFEST])
 
 
 def test_verify_names_a_truncated_or_missing_file(tmp_path):

@@ -153,8 +153,9 @@ def test_ensure_chromium_without_apt_get_names_the_problem(tmp_path):
 
 def test_make_test_ensures_chromium_first_and_ci_only_runs_make_test():
     makefile = (REPO / "Makefile").read_text()
-    assert re.search(r"^test: chromium venv$", makefile, re.M)
+    assert re.search(r"^test: chromium slurm venv$", makefile, re.M)
     assert re.search(r"^chromium:\n\t@bash \.ci/ensure-chromium$", makefile, re.M)
+    assert re.search(r"^slurm:\n\t@bash \.ci/ensure-slurm$", makefile, re.M)
     ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
     assert ci[-1] == "make test" and not any("apt-get" in line or "chromium" in line for line in ci)
     # Under `make test` this runs as a sub-make: drop the parent's MAKEFLAGS/MAKELEVEL so it
@@ -165,3 +166,31 @@ def test_make_test_ensures_chromium_first_and_ci_only_runs_make_test():
         cwd=REPO, capture_output=True, text=True, timeout=60, env=env,
     )
     assert dry.stdout.splitlines()[0] == "bash .ci/ensure-chromium", dry.stdout
+
+
+# ------------------------------------------------------------------ SLURM for `make test`
+SLURM_COMMANDS = ("slurmctld", "slurmd", "sbatch", "munged")
+
+
+def _ensure_slurm(tmp_path: Path, uid: int) -> tuple[subprocess.CompletedProcess, Path]:
+    """.ci/ensure-slurm with a PATH of fakes: `id -u` says ``uid``; apt-get logs and installs the four commands."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "log"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    installs = "; ".join(f'printf "#!/bin/sh\\n" > {bin_dir}/{c}; /bin/chmod +x {bin_dir}/{c}' for c in SLURM_COMMANDS)
+    for name, text in {"id": f"#!/bin/sh\necho {uid}\n",
+                       "apt-get": f'#!/bin/sh\necho "apt-get $*" >> {log}\nif [ "$1" = install ]; then {installs}; fi\n'}.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    done = subprocess.run(["/bin/bash", str(REPO / ".ci" / "ensure-slurm")], env={"PATH": str(bin_dir)},
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    return done, log
+
+
+def test_ensure_slurm_installs_debians_packages_as_root_and_only_notes_it_otherwise(tmp_path):
+    done, log = _ensure_slurm(tmp_path / "root", 0)
+    assert done.returncode == 0, done.stderr
+    assert log.read_text() == "apt-get update\napt-get install -y slurmctld slurmd slurm-client munge\n"
+    assert _ensure_slurm(tmp_path / "root", 0)[0].returncode == 0 and log.read_text().count("install") == 1  # present
+    done, log = _ensure_slurm(tmp_path / "user", 1000)  # no sudo: the SLURM tests skip, make test goes on
+    assert done.returncode == 0 and not log.exists()
+    assert done.stderr.count("\n") == 1 and "tests will skip. As root: apt-get install -y slurmctld" in done.stderr

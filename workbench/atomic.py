@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ __all__ = [
     "is_disk_full",
     "is_workbench_temp",
     "read_json_object",
+    "HOST_TAG",
+    "temp_host",
     "temp_name",
     "temp_pid",
     "write_bytes_atomic",
@@ -32,7 +35,7 @@ __all__ = [
     "write_text_atomic",
 ]
 
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)\.(?P<rand>[0-9a-f]{8})(?P<check>[0-9a-f]{16})$")
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)\.(?P<rand>[0-9a-f]{12})(?P<check>[0-9a-f]{16})$")
 _MIN_FREE = 1 << 20  # less free space than this on a folder's device: refused before any work
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -42,10 +45,15 @@ def _temp_check(name: str, kind: str, pid: int, rand: str) -> str:
                            person=b"workbench-temp").hexdigest()
 
 
+# The first 4 hex digits of a temporary's random part name its machine: on a filesystem that
+# several machines share (SLURM jobs writing reports/), another machine's pids cannot be looked up.
+HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:4]
+
+
 def temp_name(name: str, kind: str = "tmp", pid: int | None = None) -> str:
     """A fresh hidden temporary name for entry ``name`` (``kind`` tmp or old), carrying the workbench's token."""
     pid = os.getpid() if pid is None else pid
-    rand = secrets.token_hex(4)
+    rand = HOST_TAG + secrets.token_hex(4)
     return f".{name}.{kind}-{pid}.{rand}{_temp_check(name, kind, pid, rand)}"
 
 
@@ -55,6 +63,12 @@ def temp_pid(name: str) -> int | None:
     if m is None or _temp_check(m["name"], m["kind"], int(m["pid"]), m["rand"]) != m["check"]:
         return None
     return int(m["pid"])
+
+
+def temp_host(name: str) -> str | None:
+    """The machine tag of a workbench temporary's name (compare with :data:`HOST_TAG`), or None if not one."""
+    m = _TEMP.match(name)
+    return m["rand"][:4] if m is not None and temp_pid(name) is not None else None
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

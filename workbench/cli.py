@@ -19,6 +19,7 @@ from .config import (
     DataConfig,
     FinetuneConfig,
     MaskingConfig,
+    SlurmConfig,
     TrainConfig,
     config_fields,
     config_from_dict,
@@ -198,14 +199,26 @@ def _sweep_grid(args: argparse.Namespace) -> dict[str, list[str]]:
     return grid
 
 
+def _slurm_config(args: argparse.Namespace) -> SlurmConfig | None:
+    """The --slurm-* options as a SlurmConfig for --launcher slurm; refused with --launcher local."""
+    given = [name for name in config_fields(SlurmConfig) if getattr(args, name) is not None]
+    if args.launcher != "slurm":
+        if given:
+            raise WorkbenchError(f"--{given[0].replace('_', '-')} is a SLURM option; add --launcher slurm, or drop it")
+        return None
+    return _config_from_args(SlurmConfig, args)
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .report import RunInterrupted, run_sweep
 
     grid = _sweep_grid(args)
+    slurm = _slurm_config(args)
     try:
         result = run_sweep(grid, _report_params(args), notebooks_dir=args.notebooks_dir, out_root=args.out,
                            notebooks=_split(args.notebooks), sweep_id=args.sweep_id, timeout=_timeout(args.timeout),
-                           progress=_progress, seeds=_seeds(args.seeds), resume=args.resume, jobs=args.jobs)
+                           progress=_progress, seeds=_seeds(args.seeds), resume=args.resume, jobs=args.jobs,
+                           launcher=args.launcher, slurm=slurm)
     except RunInterrupted as exc:
         return _interrupted(exc)
     for run in result.runs:
@@ -279,10 +292,16 @@ def _add_report_commands(sub: Any) -> None:
     p.add_argument("--seeds", metavar="S1,S2", help="Run every combination once per seed (sets each notebook's `seed`); "
                    "the comparison shows mean ± 95%% CI over seeds.")
     p.add_argument("--resume", action="store_true", help="Finish the sweep with these settings (or --sweep-id): "
-                   "skip combinations that finished, re-run failed or missing ones.")
+                   "skip combinations that finished, re-run failed, interrupted or missing ones (an interrupted "
+                   "pretraining continues from its last checkpoint); with --launcher slurm, first wait for the "
+                   "sweep's jobs still queued or running.")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="Run N combinations at once, each with "
                    "cores // N torch threads (default: 1).")
     p.add_argument("--sweep-id", help="Name of the sweep (default: YYYYmmdd-HHMMSS-<hash>); runs are <id>-01, ...")
+    p.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                   help="local: run here (--jobs at a time); slurm: one SLURM job array through submitit "
+                        "(pip install -e '.[slurm]'), the --slurm-* options below (default: local).")
+    add_config_args(p, SlurmConfig)
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("demo", help="Run the whole notebook sequence on the builtin defaults into an HTML report.")

@@ -23,6 +23,7 @@ __all__ = [
     "AttentionConfig",
     "FinetuneConfig",
     "ProbeConfig",
+    "SlurmConfig",
     "ATTENTIONS",
     "OBJECTIVES",
     "PRECISIONS",
@@ -33,6 +34,7 @@ __all__ = [
     "config_fields",
     "coerce_value",
     "parse_lr_grid",
+    "parse_sbatch_flags",
 ]
 
 OBJECTIVES = ("nsp", "sop", "mlm")
@@ -377,6 +379,86 @@ class FinetuneConfig:
         _check(self.curve_epochs > 0.0, f"curve_epochs {self.curve_epochs} must be positive")
         if self.lr_grid not in ("auto", "none"):
             parse_lr_grid(self.lr_grid)
+
+
+# sbatch flags the workbench sets itself for a sweep's job array: not overridable by --slurm-sbatch.
+_SBATCH_OWN = ("array", "output", "error", "job-name", "open-mode", "signal", "wckey", "parsable")
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def _sbatch_name(name: Any, where: str) -> str:
+    key = str(name).strip().removeprefix("--").replace("_", "-")
+    _check(bool(key) and key[0].isalpha() and set(key) <= _NAME_CHARS,
+           f"{where}: {name!r} is not an sbatch option name; write e.g. constraint=a100 or exclusive")
+    _check(key not in _SBATCH_OWN, f"{where}: --{key} is set by the workbench for the job array; drop it")
+    return key
+
+
+def parse_sbatch_flags(text: str, where: str = "--slurm-sbatch") -> dict[str, str | bool]:
+    """Extra sbatch flags from ``NAME=VALUE,NAME`` (a bare NAME is a flag without value, e.g. exclusive)."""
+    flags: dict[str, str | bool] = {}
+    for item in (s.strip() for s in text.split(",")):
+        if item:
+            name, eq, value = item.partition("=")
+            flags[_sbatch_name(name, where)] = value.strip() if eq else True
+    return flags
+
+
+def _sbatch_file(path: str) -> dict[str, str | bool]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(open(path, encoding="utf-8"))
+    except OSError as exc:
+        raise WorkbenchError(f"--slurm-sbatch-file {path}: {exc.strerror}; pass a YAML file of sbatch flags") from None
+    except yaml.YAMLError as exc:
+        raise WorkbenchError(f"--slurm-sbatch-file {path} is not valid YAML ({type(exc).__name__}); "
+                             "write one `name: value` per line, e.g. constraint: a100") from None
+    if data is None:
+        return {}
+    _check(isinstance(data, dict) and all(isinstance(v, str | int | float | bool) for v in data.values()),
+           f"--slurm-sbatch-file {path} must be a flat mapping of sbatch flags, e.g. `constraint: a100`, `exclusive: true`")
+    flags: dict[str, str | bool] = {}
+    for name, value in data.items():
+        if value is not False:  # `exclusive: false`: the flag left out
+            flags[_sbatch_name(name, f"--slurm-sbatch-file {path}")] = value if value is True else str(value)
+    return flags
+
+
+@dataclass
+class SlurmConfig:
+    """Where and how `workbench sweep --launcher slurm` runs its jobs: one SLURM job array through submitit."""
+
+    slurm_partition: str = _help("SLURM partition of the jobs (empty: the cluster's default partition).", "")
+    slurm_time: int = _help("Time limit of each job in minutes; a run that reaches it is recorded as interrupted "
+                            "and re-run by --resume.", 60)
+    slurm_gpus: int = _help("GPUs per job (sbatch --gpus-per-node).", 0)
+    slurm_cpus: int = _help("CPUs per job (sbatch --cpus-per-task); the run's torch threads.", 2)
+    slurm_mem_gb: float = _help("Memory per job in GB (0: the partition's default).", 0.0)
+    slurm_account: str = _help("SLURM account to charge (empty: your default).", "")
+    slurm_qos: str = _help("SLURM quality of service (empty: the default).", "")
+    slurm_array_parallelism: int = _help("At most this many jobs of the array run at once (0: no limit).", 0)
+    slurm_sbatch: str = _help("Extra sbatch flags, comma-separated NAME=VALUE or NAME, e.g. "
+                              "constraint=a100,exclusive; override --slurm-sbatch-file.", "")
+    slurm_sbatch_file: str = _help("YAML file of extra sbatch flags, one `name: value` a line "
+                                   "(`constraint: a100`, `exclusive: true`).", "")
+
+    def __post_init__(self) -> None:
+        for name in ("slurm_partition", "slurm_account", "slurm_qos"):
+            value = getattr(self, name)
+            _check(not value or set(value) <= _NAME_CHARS | {","},
+                   f"{name} {value!r} is not a SLURM name; pass letters, digits, '_', '-' or '.'")
+        _check(self.slurm_time >= 1, f"slurm_time {self.slurm_time} must be 1 minute or more")
+        _check(self.slurm_gpus >= 0, f"slurm_gpus {self.slurm_gpus} must be 0 or more")
+        _check(self.slurm_cpus >= 1, f"slurm_cpus {self.slurm_cpus} must be 1 or more")
+        _check(self.slurm_mem_gb >= 0, f"slurm_mem_gb {self.slurm_mem_gb} must be 0 (the partition's default) or more")
+        _check(self.slurm_array_parallelism >= 0, f"slurm_array_parallelism {self.slurm_array_parallelism} must be 0 (no limit) or more")
+        self.sbatch_flags()  # a bad flag or file: one line now, before any work
+
+    def sbatch_flags(self) -> dict[str, str | bool]:
+        """The extra sbatch flags: the YAML file's, then --slurm-sbatch's over them."""
+        flags = _sbatch_file(self.slurm_sbatch_file) if self.slurm_sbatch_file else {}
+        return flags | parse_sbatch_flags(self.slurm_sbatch)
 
 
 def parse_lr_grid(text: str) -> list[float]:

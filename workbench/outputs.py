@@ -14,7 +14,8 @@ renamed into place. A temporary's name carries the workbench's own token,
 ``.NAME.tmp-PID.RAND+CHECK``, whose CHECK is a keyed hash of the rest: a user's file named like
 a temporary (``.env.tmp-31337``, ``.thesis.old-2024``) never passes for one and is foreign.
 Temporaries of a killed process (its pid no longer runs) are removed at this folder's first
-write, never by a command that refuses before writing. The size list validates caches cheaply
+write, never by a command that refuses before writing; on a filesystem several machines share
+(SLURM jobs), a temporary's name also tags its machine, and another machine's wait a day. The size list validates caches cheaply
 (:meth:`OutputDir.verify` reports a truncated or missing file without reading it); a content
 hash per file (xxh3) catches a same-size edit when asked to (``content=True``).
 
@@ -40,11 +41,13 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from .atomic import (
+    HOST_TAG,
     check_out_path,
     check_writable_folder,
     is_disk_full,
     is_workbench_temp,
     read_json_object,
+    temp_host,
     temp_name,
     temp_pid,
     write_bytes_atomic,
@@ -74,6 +77,8 @@ __all__ = [
 MANIFEST = ".workbench-manifest.json"
 LOCK = ".workbench-lock"  # held by a process building entries here (a cache), so another waits, then reuses
 _FORMAT = 1
+# Another machine's temporaries (a folder on a shared filesystem) are left alone until this old.
+_FOREIGN_TEMP_AGE_S = 24 * 3600
 ASIDE = ".user-files"  # suffix of the folder that keeps a user's files from an owned folder removed
 
 
@@ -191,7 +196,8 @@ class OutputDir:
     def clean_temporaries(self) -> list[str]:
         """Remove the workbench's temporaries left by processes that no longer run; returns their names.
 
-        Only names carrying the workbench's token count; a user's look-alike is never touched.
+        Only names carrying the workbench's token count; a user's look-alike is never touched; another
+        machine's (the folder is on a shared filesystem) are removed only after a day.
         """
         self._cleaned = True
         if not self.path.is_dir():
@@ -199,9 +205,18 @@ class OutputDir:
         removed = []
         for p in self.path.iterdir():
             pid = temp_pid(p.name)
-            if pid is not None and not _pid_running(pid):
-                _remove(p)
-                removed.append(p.name)
+            if pid is None:
+                continue
+            if temp_host(p.name) != HOST_TAG:  # another machine's pid cannot be looked up here
+                try:
+                    if time.time() - p.lstat().st_mtime < _FOREIGN_TEMP_AGE_S:
+                        continue
+                except FileNotFoundError:
+                    continue
+            elif _pid_running(pid):
+                continue
+            _remove(p)
+            removed.append(p.name)
         return sorted(removed)
 
     def _begin_write(self) -> None:

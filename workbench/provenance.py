@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
+import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FIELDS", "PACKAGES", "RUN_FIELDS", "collect", "cpu_name", "git_state", "gpu_name"]
+__all__ = ["FIELDS", "PACKAGES", "RUN_FIELDS", "SLURM_VARS", "collect", "cpu_name", "git_state", "gpu_name", "slurm_job"]
 
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "tokenizers", "workbench")
 # What the caller knows about the run; always present in the record, None when not given.
 RUN_FIELDS = ("precision", "attention", "num_processes", "seed", "data_cache_key")
 # Every key collect() returns (plus any extra field the caller adds).
 FIELDS = ("git_commit", "git_dirty", "packages", "python", "os", "cpu", "gpu", "device",
-          "command", "created") + RUN_FIELDS
+          "command", "created", "slurm") + RUN_FIELDS
+# What a SLURM job's environment says about it (`workbench sweep --launcher slurm`): record key -> variable.
+SLURM_VARS = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID",
+              "array_task_id": "SLURM_ARRAY_TASK_ID", "node": "SLURMD_NODENAME", "partition": "SLURM_JOB_PARTITION"}
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the checkout, when run from one
 _GIT_TIMEOUT = 2.0
 
@@ -90,6 +94,13 @@ def gpu_name() -> str | None:
     return None
 
 
+def slurm_job() -> dict[str, str] | None:
+    """The SLURM job this process runs in (job id, array job and task id, node, partition), or None outside SLURM."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return None
+    return {key: os.environ[var] for key, var in SLURM_VARS.items() if var in os.environ}
+
+
 def _workbench_version() -> str | None:
     installed = _version("workbench")
     if installed is not None:
@@ -113,6 +124,7 @@ def collect(**extra: Any) -> dict[str, Any]:
         "cpu": cpu, "gpu": gpu, "device": gpu or cpu,
         "command": list(sys.argv),  # as given: argv[0] shows which install or checkout ran
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "slurm": slurm_job(),
     }
     record.update({name: None for name in RUN_FIELDS})
     record.update(extra)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import WorkbenchError
 from ..outputs import OutputDir, check_out_path, write_text_atomic
 
-__all__ = ["OutputDir", "check_out_path", "claim_dir", "locked", "open_root", "write_atomic", "write_owned"]
+__all__ = ["OutputDir", "check_out_path", "claim_dir", "copy_checkpoints", "locked", "open_root", "write_atomic",
+           "write_owned"]
 
 write_atomic = write_text_atomic  # inside a folder the workbench owns as a whole (figures/)
 
@@ -68,3 +70,26 @@ def locked(path: Path, blocking: bool = True) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def copy_checkpoints(src: Path, dst: Path) -> bool:
+    """Copy a pretraining ``--out`` folder ``src`` to ``dst`` (new) if it holds a ``checkpoint-*``; whether it did.
+
+    Checkpoint files are hard-linked where the filesystem allows (they are written once, atomically,
+    and never changed in place); the rest (``metrics.jsonl``, appended to) is copied, so continuing
+    in ``dst`` never changes ``src``.
+    """
+    if not any(p.is_dir() for p in src.glob("checkpoint-*")):
+        return False
+
+    def link_or_copy(a: str, b: str) -> None:
+        if Path(a).relative_to(src).parts[0].startswith("checkpoint-"):
+            try:
+                os.link(a, b)
+                return
+            except OSError:  # another filesystem, or no hard links there
+                pass
+        shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link_or_copy)
+    return True

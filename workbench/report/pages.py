@@ -57,6 +57,8 @@ def run_page(r: RunResult) -> str:
             + "<h2>Headline metrics</h2>" + (table(order_metrics(r.metrics), short=True) if r.metrics else "<p>none recorded</p>")
             + (f'<p>checkpoint: <code title="{html.escape(str(ckpt))}">{html.escape(label_for(str(ckpt)))}</code></p>'
                if ckpt else "")
+            + (f"<p>continued from the checkpoints of <code>{html.escape(r.resumed_from)}</code> (an interrupted "
+               "attempt)</p>" if r.resumed_from else "")
             + _provenance_section(r.provenance))
     return page(f"Run {r.run_id}", body, css=RUNS_CSS)
 

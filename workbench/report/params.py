@@ -37,6 +37,9 @@ _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 # Set by the runner: the notebook that trains (declares `out`, not `model`: 02) writes its checkpoint
 # into the run dir, and later notebooks that declare `model` (03, 04) read it.
 OUT, MODEL = "out", "model"
+# Set by the runner too: True for the training notebook of a run that continues an interrupted
+# attempt's checkpoints (copied into its own run dir), when the notebook declares it (02 does).
+RESUME = "resume"
 
 
 @dataclass(frozen=True)
@@ -262,11 +265,16 @@ def defaults(p: Plan) -> dict[str, Any]:
     return found
 
 
-def injected(p: Plan, i: int, checkpoint: str) -> dict[str, Any]:
-    """What papermill injects into notebook ``i``: the user's values it declares and the runner's paths."""
+def injected(p: Plan, i: int, checkpoint: str, resume: bool = False) -> dict[str, Any]:
+    """What papermill injects into notebook ``i``: the user's values it declares and the runner's paths.
+
+    ``resume``: the run dir's checkpoint folder holds an interrupted attempt's checkpoints to continue.
+    """
     values = dict(p.per_notebook[i])
     if i == p.producer:
         values[OUT] = checkpoint
+        if resume and RESUME in p.declared[i]:
+            values[RESUME] = True
     if i in p.consumers:
         values[MODEL] = checkpoint
     return values

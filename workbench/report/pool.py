@@ -39,6 +39,7 @@ class Task:
     combination: dict[str, Any]
     plan: Plan
     run_dir: Path | None = None
+    resume_from: Path | None = None  # an interrupted attempt's checkpoint folder to continue from
 
     @property
     def label(self) -> str:
@@ -85,7 +86,8 @@ def _spawn(task: Task, out_root: Path, timeout: float | None, sweep: str, thread
     assert task.run_dir is not None
     spec = {"params": task.plan.params, "notebooks_dir": str(task.plan.notebooks_dir),
             "notebooks": [p.stem for p in task.plan.paths], "out_root": str(out_root), "run_dir": str(task.run_dir),
-            "timeout": timeout, "sweep": sweep, "combination": task.combination}
+            "timeout": timeout, "sweep": sweep, "combination": task.combination,
+            "resume_from": str(task.resume_from) if task.resume_from else None}
     env = os.environ | {name: str(threads) for name in THREAD_VARS}
     proc = subprocess.Popen([sys.executable, "-m", "workbench.report.worker"], stdin=subprocess.PIPE, env=env, text=True)
     assert proc.stdin is not None

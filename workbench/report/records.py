@@ -50,6 +50,7 @@ class RunResult:
     provenance: dict[str, Any] = field(default_factory=dict)
     pid: int | None = None  # the process running it, so an index can tell a killed run from a live one
     host: str | None = None
+    resumed_from: str | None = None  # the interrupted attempt's checkpoint folder this run continued
 
     @property
     def ok(self) -> bool:

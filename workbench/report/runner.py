@@ -25,10 +25,10 @@ from typing import Any
 from ..errors import WorkbenchError
 from .export import export_html
 from .figures import RENDERER, save_figures, write_figures_index
-from .files import OutputDir, check_out_path, claim_dir, open_root, write_owned
+from .files import OutputDir, check_out_path, claim_dir, copy_checkpoints, open_root, write_owned
 from .metrics import collect_metrics
 from .pages import run_page, write_reports_index
-from .params import Plan, defaults, first_line, injected, plan
+from .params import RESUME, Plan, defaults, first_line, injected, plan
 from .records import NotebookResult, RunResult
 
 __all__ = ["CHECKPOINT_DIR", "Progress", "RunInterrupted", "check_id", "default_id", "execute", "run_report",
@@ -204,7 +204,7 @@ def _run_all(p: Plan, result: RunResult, out_root: Path, timeout: float | None, 
              notes: list[str]) -> None:
     checkpoint = str((result.run_dir / CHECKPOINT_DIR).resolve())
     for i, (src, entry) in enumerate(zip(p.paths, result.notebooks, strict=True)):
-        entry.parameters = injected(p, i, checkpoint)
+        entry.parameters = injected(p, i, checkpoint, resume=result.resumed_from is not None)
         if progress:
             progress(f"[{i + 1}/{len(p.paths)}] {src.name} ...")
         out, t0 = result.run_dir / src.name, time.monotonic()
@@ -228,9 +228,24 @@ def _run_all(p: Plan, result: RunResult, out_root: Path, timeout: float | None, 
     result.status = "ok"
 
 
+def _continue(src: Path, p: Plan, run_dir: Path, progress: Progress) -> str | None:
+    """Copy an interrupted attempt's checkpoint folder into ``run_dir`` to continue from; its path, or None."""
+    if p.producer is None or RESUME not in p.declared[p.producer] or not copy_checkpoints(src, run_dir / CHECKPOINT_DIR):
+        return None
+    _adopt(run_dir, CHECKPOINT_DIR, "dir")
+    if progress:
+        progress(f"continuing from the checkpoints of {src}")
+    return str(src)
+
+
 def execute(p: Plan, run_dir: Path, out_root: Path, timeout: float | None = None, progress: Progress = None,
-            sweep: str | None = None, combination: dict[str, Any] | None = None) -> RunResult:
-    """Run ``p`` in the (claimed, empty) ``run_dir``, keeping ``run.json`` and the index up to date."""
+            sweep: str | None = None, combination: dict[str, Any] | None = None,
+            resume_from: Path | None = None) -> RunResult:
+    """Run ``p`` in the (claimed, empty) ``run_dir``, keeping ``run.json`` and the index up to date.
+
+    ``resume_from``: an interrupted attempt's checkpoint folder; the training notebook continues from its
+    last checkpoint (when there is one and the notebook declares ``resume``).
+    """
     result = RunResult(run_dir.name, run_dir, "running", p.params, [NotebookResult(s.stem) for s in p.paths],
                        defaults=defaults(p),
                        started=datetime.now().isoformat(timespec="seconds"), sweep=sweep, combination=combination,
@@ -240,6 +255,8 @@ def execute(p: Plan, run_dir: Path, out_root: Path, timeout: float | None = None
     with stop_on_signals():
         try:
             result.provenance = _provenance(result)
+            if resume_from is not None:
+                result.resumed_from = _continue(resume_from, p, run_dir, progress)
             save_run(result, out_root)
             _run_all(p, result, out_root, timeout, progress, notes)
         except BaseException as exc:

@@ -3,27 +3,36 @@
 Each run records its ``combination`` in ``run.json``; ``--resume`` reads those records back, skips
 the combinations that finished and runs the rest in new run dirs (a failed attempt stays, as
 written). ``--jobs N`` runs N combinations at once, each in a worker process whose kernels get
-``cores // N`` threads. A lock file keeps two processes from running the same sweep.
+``cores // N`` threads. ``--launcher slurm`` hands the runs to SLURM as one job array instead
+(:mod:`workbench.report.slurm`) and waits for it; ``--resume`` first waits for the sweep's jobs
+still queued or running, then resubmits what did not finish. A lock file keeps two processes from
+running the same sweep.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import WorkbenchError
 from .files import OutputDir, check_out_path, claim_dir, locked, open_root
 from .params import Plan, plan
 from .pool import Task, mark_stopped, run_pool
 from .records import RunResult, read_run
-from .runner import Progress, check_id, default_id, execute, stop_on_signals
+from .runner import Progress, RunInterrupted, check_id, default_id, execute, stop_on_signals
 from .sweeppage import save_sweep
 
-__all__ = ["SEED_PARAM", "SweepResult", "run_sweep"]
+if TYPE_CHECKING:
+    from ..config import SlurmConfig
+
+__all__ = ["LAUNCHERS", "SEED_PARAM", "SweepResult", "run_sweep"]
+
+LAUNCHERS = ("local", "slurm")
 
 SEED_PARAM = "seed"  # what --seeds sets in every notebook that declares it
 _LOCK = ".sweep.lock"
@@ -41,6 +50,8 @@ class SweepResult:
     definition: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # runs --resume found finished
     status: str = "running"
+    launcher: str = "local"
+    slurm_jobs: list[str] = field(default_factory=list)  # the job arrays submitted for this sweep, oldest first
 
     @property
     def ok(self) -> bool:
@@ -168,9 +179,21 @@ def run_sweep(grid: Mapping[str, Sequence[Any]], params: Mapping[str, Any] | Non
               notebooks_dir: str | Path = "notebooks", out_root: str | Path = "reports",
               notebooks: Sequence[str] | None = None, sweep_id: str | None = None,
               timeout: float | None = None, progress: Progress = None, seeds: Sequence[int] | None = None,
-              resume: bool = False, jobs: int = 1) -> SweepResult:
-    """One report per combination of ``grid`` values and seed (over ``params``), then a comparison page."""
+              resume: bool = False, jobs: int = 1, launcher: str = "local",
+              slurm: SlurmConfig | None = None) -> SweepResult:
+    """One report per combination of ``grid`` values and seed (over ``params``), then a comparison page.
+
+    ``launcher="slurm"`` runs them as one SLURM job array (``slurm`` says where and how) and waits for it.
+    """
     params = dict(params or {})
+    if launcher not in LAUNCHERS:
+        raise WorkbenchError(f"--launcher {launcher!r} is not one of {', '.join(LAUNCHERS)}")
+    if launcher == "slurm":
+        from ..config import SlurmConfig
+        from .slurm import check_cluster, require_submitit
+
+        require_submitit()  # at once: before any notebook is read
+        slurm = slurm or SlurmConfig()
     _check_grid(grid, params, seeds)
     if jobs < 1:
         raise WorkbenchError(f"--jobs {jobs} must be 1 or more")
@@ -179,6 +202,8 @@ def run_sweep(grid: Mapping[str, Sequence[Any]], params: Mapping[str, Any] | Non
     out_root = check_out_path(out_root, "--out", writable=True)  # a file or read-only --out: one line, before any work
     runs = _plans(grid, params, seeds, notebooks_dir, notebooks)  # all checked before anything runs
     definition = _definition(grid, seeds, runs, params)
+    if launcher == "slurm":
+        check_cluster(slurm)  # an unknown partition: one line, before the sweep dir is made
     sweep_dir = _open_sweep(open_root(out_root, "sweep"), sweep_id, resume, definition)
     with locked(sweep_dir / _LOCK, blocking=False) as mine:
         if not mine:
@@ -187,8 +212,20 @@ def run_sweep(grid: Mapping[str, Sequence[Any]], params: Mapping[str, Any] | Non
         if not own.owns(_LOCK):
             own.adopt(_LOCK, "log")
         sweep = SweepResult(sweep_dir.name.removeprefix("sweep-"), sweep_dir, definition["grid"], [],
-                            definition["seeds"], definition)
-        _run(sweep, runs, out_root, timeout, progress, jobs)
+                            definition["seeds"], definition, launcher=launcher)
+        old = _read_json(sweep_dir / "sweep.json") if resume else None
+        if isinstance(old, dict) and isinstance(old.get("slurm_jobs"), list):
+            sweep.slurm_jobs = [str(j) for j in old["slurm_jobs"]]
+        if launcher == "local" and sweep.slurm_jobs and shutil.which("squeue"):
+            from .slurm import active_jobs
+
+            if active_jobs(sweep.slurm_jobs):
+                raise WorkbenchError(f"sweep {sweep.sweep_id} has SLURM jobs still queued or running; resume it with "
+                                     "--launcher slurm (which waits for them), or scancel them first")
+        if launcher == "slurm":
+            _run_slurm(sweep, runs, out_root, timeout, progress, slurm)
+        else:
+            _run(sweep, runs, out_root, timeout, progress, jobs)
     return sweep
 
 
@@ -197,19 +234,88 @@ def _current(out_root: Path, sweep: SweepResult, keys: list[str]) -> list[RunRes
     return [done[k] for k in keys if k in done]
 
 
-def _run(sweep: SweepResult, runs: list[tuple[str, dict[str, Any], Plan]], out_root: Path,
-         timeout: float | None, progress: Progress, jobs: int) -> None:
-    done, keys, todo = _finished(out_root, sweep.sweep_id), [_key(c) for _, c, _ in runs], []
+def _todo(sweep: SweepResult, runs: list[tuple[str, dict[str, Any], Plan]], out_root: Path,
+          progress: Progress, why: str) -> list[Task]:
+    """The runs without a finished record; a record still "running" is marked stopped (``why``)."""
+    done, todo = _finished(out_root, sweep.sweep_id), []
     for slot, (name, combo, p) in enumerate(runs):
-        held = done.get(keys[slot])
+        held = done.get(_key(combo))
         if held is not None and held.ok:
             sweep.skipped.append(held.run_id)
             continue
+        resume_from = None
         if held is not None:  # the sweep lock is ours: a run still "running" lost its process
-            mark_stopped(held, out_root, "its process stopped before the run finished")
-        todo.append(Task(slot, f"{sweep.sweep_id}-{name}", combo, p))
+            mark_stopped(held, out_root, why)
+            if held.status == "interrupted" and held.checkpoint:  # its pretraining continues from there
+                resume_from = held.run_dir / held.checkpoint
+        todo.append(Task(slot, f"{sweep.sweep_id}-{name}", combo, p, resume_from=resume_from))
     if progress and sweep.skipped:
         progress(f"resume: {len(sweep.skipped)} of {len(runs)} runs already finished; running {len(todo)}")
+    return todo
+
+
+def _run_slurm(sweep: SweepResult, runs: list[tuple[str, dict[str, Any], Plan]], out_root: Path,
+               timeout: float | None, progress: Progress, cfg: SlurmConfig) -> None:
+    """Submit the unfinished runs as one job array, wait for it, and record runs whose job ended early."""
+    from .slurm import active_jobs, submit, wait_for_jobs
+
+    keys = [_key(c) for _, c, _ in runs]
+    seen: dict[str, str] = {}
+
+    def refresh(report: bool = True) -> None:  # the page follows the records the jobs write
+        sweep.runs = _current(out_root, sweep, keys)
+        now = {r.run_id: r.status for r in sweep.runs}
+        if now != seen:
+            if progress and report:
+                for r in sweep.runs:
+                    if r.status != "running" and seen.get(r.run_id) != r.status:
+                        progress(f"{r.status}: {r.run_dir}" + (f": {r.error}" if r.error else ""))
+            seen.clear()
+            seen.update(now)
+            save_sweep(sweep, out_root)
+
+    with stop_on_signals():
+        try:
+            if sweep.slurm_jobs and active_jobs(sweep.slurm_jobs):  # --resume: collect the jobs still going first
+                if progress:
+                    progress(f"resume: waiting for the sweep's SLURM jobs still queued or running ({', '.join(sweep.slurm_jobs)})")
+                wait_for_jobs(sweep.slurm_jobs, refresh, progress)
+            todo = _todo(sweep, runs, out_root, progress, "its SLURM job ended before the run finished")
+            refresh(report=False)
+            if todo:
+                try:
+                    array = submit(todo, cfg, sweep.sweep_dir, out_root, timeout, sweep.sweep_id)
+                except WorkbenchError:
+                    sweep.status = "failed"
+                    raise
+                sweep.slurm_jobs.append(array)
+                save_sweep(sweep, out_root)
+                if progress:
+                    progress(f"SLURM: submitted {len(todo)} run(s) as job array {array}; logs in {sweep.sweep_dir / 'slurm'}")
+                wait_for_jobs([array], refresh, progress)
+                for run in _finished(out_root, sweep.sweep_id).values():  # every job has ended: none runs
+                    mark_stopped(run, out_root, "its SLURM job ended before the run finished (scancel, time limit or a lost node)")
+            sweep.runs = _current(out_root, sweep, keys)
+            sweep.status = "ok" if len(sweep.runs) == len(runs) and sweep.ok else "failed"
+        except RunInterrupted:
+            sweep.status = "interrupted"
+            if progress:
+                progress(f"the sweep's SLURM jobs go on; collect them with: workbench sweep --resume --sweep-id {sweep.sweep_id} "
+                         "(the same --param/-p/--seeds)")
+            raise
+        except BaseException:
+            if sweep.status == "running":
+                sweep.status = "interrupted"
+            raise
+        finally:
+            sweep.runs = _current(out_root, sweep, keys)
+            save_sweep(sweep, out_root)
+
+
+def _run(sweep: SweepResult, runs: list[tuple[str, dict[str, Any], Plan]], out_root: Path,
+         timeout: float | None, progress: Progress, jobs: int) -> None:
+    keys = [_key(c) for _, c, _ in runs]
+    todo = _todo(sweep, runs, out_root, progress, "its process stopped before the run finished")
 
     def finished(task: Task, run: RunResult) -> None:
         sweep.runs = _current(out_root, sweep, keys)
@@ -225,7 +331,8 @@ def _run(sweep: SweepResult, runs: list[tuple[str, dict[str, Any], Plan]], out_r
                     if progress:
                         progress(f"run {k}/{len(todo)} ({task.label}): {task.run_dir}")
                     finished(task, execute(task.plan, task.run_dir, out_root, timeout, progress,
-                                           sweep=sweep.sweep_id, combination=task.combination))
+                                           sweep=sweep.sweep_id, combination=task.combination,
+                                           resume_from=task.resume_from))
             else:
                 run_pool(todo, jobs, out_root, timeout, progress, sweep.sweep_id, finished)
             sweep.runs = _current(out_root, sweep, keys)

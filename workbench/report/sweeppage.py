@@ -160,9 +160,13 @@ def save_sweep(sweep: SweepResult, out_root: Path) -> None:
     body = (f'<p><a href="../index.html">all runs</a> · status {status(sweep.status)}</p>'
             f"<p>{html.escape(grid)}; {html.escape(seeds)}</p>"
             + (f"<p>resumed: {len(sweep.skipped)} finished run(s) kept</p>" if sweep.skipped else "")
+            + (f"<p>SLURM job arrays: {html.escape(', '.join(sweep.slurm_jobs))} (logs and job scripts in "
+               f'<a href="slurm/">slurm/</a>)</p>' if sweep.slurm_jobs else "")
             + summary + "<h2>Runs</h2>" + _runs_table(sweep, names) + _figures(groups, names))
     data = {"sweep_id": sweep.sweep_id, **sweep.definition, "status": sweep.status,
-            "runs": [r.run_id for r in sweep.runs], "skipped": sweep.skipped}
+            "runs": [r.run_id for r in sweep.runs], "skipped": sweep.skipped, "launcher": sweep.launcher}
+    if sweep.slurm_jobs:
+        data["slurm_jobs"] = sweep.slurm_jobs
     write_owned(sweep.sweep_dir, "sweep.json", json.dumps(data, indent=2, default=str) + "\n", "sweep")
     write_owned(sweep.sweep_dir, "index.html", page(f"Sweep {sweep.sweep_id}", body), "sweep")
     write_reports_index(out_root)

@@ -28,7 +28,8 @@ def main() -> int:
     try:
         p = plan(spec["params"], spec["notebooks_dir"], spec["notebooks"])
         result = execute(p, run_dir, Path(spec["out_root"]), spec["timeout"], progress,
-                         sweep=spec["sweep"], combination=spec["combination"])
+                         sweep=spec["sweep"], combination=spec["combination"],
+                         resume_from=Path(spec["resume_from"]) if spec.get("resume_from") else None)
     except WorkbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
