@@ -218,3 +218,5 @@ def test_two_encoders_within_noise_of_chance_read_at_chance_never_a_sign():
     assert not at_chance(gain(0.60, 0.50, 1000), 0.5)  # one encoder clearly above chance: a real comparison
     assert "measurable" in gain_sentence(gain(0.60, 0.50, 1000), chance=0.5)
     assert at_chance(gain(0.60, 0.50, 20), 0.5)  # 20 examples: 0.60 is within noise (± 0.219)
+    assert headline_metrics(near, "bigram shift", prefix="bshift", chance=0.5)["bshift_verdict"] == "at chance"
+    assert headline_metrics(near, "bigram shift", prefix="bshift")["bshift_verdict"] == "loss"  # without chance: as paired

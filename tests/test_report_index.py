@@ -96,7 +96,7 @@ def test_parameters_that_differ_come_first_and_all_are_one_click_away(index):
     own = sop.split("<details><summary>all")[0]
     assert "objective=sop" in own and "mask_rate" not in own  # 0.15 is the notebooks' default: not a difference
     assert '…/agnews-train.txt' in own and 'title="/home/ada/data/agnews-train.txt"' in own
-    assert "<details><summary>all 35 parameters</summary>" in sop and "<div>preset=tiny</div>" in sop
+    assert "<details><summary>all 37 parameters</summary>" in sop and "<div>preset=tiny</div>" in sop
     assert "<div>seed=12345</div>" in sop and "<div>epochs=3.0</div>" in sop  # parameters as given, not rounded
     assert "<div class=wb-changed>objective=sop</div>" in sop and shown
 

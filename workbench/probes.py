@@ -299,14 +299,19 @@ def probe_gain(runs: pd.DataFrame, model: str, baseline: str, confidence: float 
             "gain": paired_difference(x, y, confidence)}
 
 
-def headline_metrics(gain: dict[str, Any], task: str, prefix: str = "downstream") -> dict[str, Any]:
-    """The run index's headline numbers of :func:`probe_gain`: ``downstream_accuracy``, ``..._gain_ci_low``, ..."""
+def headline_metrics(gain: dict[str, Any], task: str, prefix: str = "downstream",
+                     chance: float | None = None) -> dict[str, Any]:
+    """The run index's headline numbers of :func:`probe_gain`: ``downstream_accuracy``, ``..._gain_ci_low``, ...
+
+    With ``chance``, two encoders both within noise of it get the verdict "at chance" (see :func:`at_chance`).
+    """
     diff = gain["gain"]
+    verdict = "at chance" if chance is not None and at_chance(gain, chance) else diff["verdict"]
     return {f"{prefix}_task": task, f"{prefix}_method": "linear probe (frozen encoder, layer chosen on validation)",
             f"{prefix}_n_test": gain["n_test"], f"{prefix}_n_train": gain["n_train"], f"{prefix}_seeds": diff["n"],
             f"{prefix}_accuracy": gain["accuracy"][0], f"{prefix}_random_accuracy": gain["baseline_accuracy"][0],
             f"{prefix}_gain": diff["mean"], f"{prefix}_gain_ci_low": diff["low"], f"{prefix}_gain_ci_high": diff["high"],
-            f"{prefix}_verdict": diff["verdict"]}
+            f"{prefix}_verdict": verdict}
 
 
 def at_chance(gain: dict[str, Any], chance: float, z: float = 1.96) -> bool:

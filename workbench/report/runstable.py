@@ -29,7 +29,7 @@ _HEADLINE_PARTS = ("_gain", "_gain_ci_low", "_gain_ci_high", "_verdict", "_accur
                    "_n_test", "_seeds", "_confidence")
 # Held-out pretraining evaluation (02's record_metrics): shown as columns of their own.
 PRETRAINING = {"mlm_accuracy": "MLM accuracy (held out)", "nsp_accuracy": "NSP accuracy (held out)"}
-_WORDS = {"gain": "gain", "loss": "loss"}
+_WORDS = {"gain": "gain", "loss": "loss", "at chance": "at chance"}  # at chance: both encoders guess
 _NO_DIFFERENCE = "no measurable difference"
 NO_CI = "no CI recorded"  # a gain recorded without its interval: a number, not yet an answer
 
