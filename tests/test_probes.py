@@ -207,7 +207,7 @@ def test_two_encoders_within_noise_of_chance_read_at_chance_never_a_sign():
 
     def gain(a: float, b: float, n: int) -> dict:
         diff = {"mean": a - b, "low": a - b - 0.01, "high": a - b + 0.01, "n": 3, "confidence": 0.95, "verdict": "loss"}
-        return {"model": "ckpt", "baseline": "random:ckpt", "n_test": n, "accuracy": (a, a, a),
+        return {"model": "ckpt", "baseline": "random:ckpt", "n_test": n, "n_train": 100, "accuracy": (a, a, a),
                 "baseline_accuracy": (b, b, b), "gain": diff}
 
     near = gain(0.482, 0.502, 1000)  # 1.96 * sqrt(0.25 / 1000) = 0.031: both inside
