@@ -18,8 +18,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from cli_runs import refused as _refused
+from cli_runs import run_cli as _run
 
-from workbench import attention, cli, pretraining_data
+from workbench import attention, pretraining_data
 from workbench import checkpoint as ckpt
 from workbench import finetune as finetune_module
 from workbench.checkpoint import checkpoint_problem, list_checkpoints
@@ -65,22 +67,6 @@ def _argv(command: str, world: dict[str, Path], out: Path, *extra: str) -> list[
     }[command] + ["--out", str(out), *extra]
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str]:
-    """Exit status and stderr of ``workbench ARGV`` run in-process."""
-    capsys.readouterr()
-    rc = cli.main(argv)
-    return rc, capsys.readouterr().err
-
-
-def _refused(rc: int, err: str, *fragments: str) -> str:
-    """The one `error:` line of a refusal (exit 2, no traceback), checked to contain ``fragments``."""
-    assert rc == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def _note(err: str, *fragments: str) -> str:

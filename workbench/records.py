@@ -19,20 +19,19 @@ __all__ = ["changed_content", "describe", "extras", "identity", "mismatch", "sam
 _HASH_LIMIT = 1 << 20  # files up to 1 MiB get a sha256 in the record (kept from older manifests)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def _digest(path: Path, h: Any, block: int) -> str:
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 16), b""):
-            h.update(block)
+        for chunk in iter(lambda: f.read(block), b""):
+            h.update(chunk)
     return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    return _digest(path, hashlib.sha256(), 1 << 16)
 
 
 def _xxh3(path: Path) -> str:
-    h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return _digest(path, xxhash.xxh3_128(), 1 << 20)
 
 
 def describe(path: Path, kind: str) -> dict[str, Any]:
