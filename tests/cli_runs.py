@@ -1,8 +1,27 @@
-"""CLI runs in-process for the fault tests: exit status, stderr, and the one-line refusal."""
+"""Shared by the fault tests: a small real run to break things in, and CLI runs in-process with their refusal line."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from workbench import cli
+from workbench.config import DataConfig, TrainConfig
+from workbench.data import iter_documents
+from workbench.pretraining_data import prepare_dataset
+from workbench.train import pretrain
+
+
+def build_world(base: Path) -> dict[str, Path]:
+    """In ``base``: a 10-document Wikipedia corpus, its prepared NSP data and a 2-step run with checkpoint-1 and -2."""
+    docs = [doc[:12] for doc in iter_documents("builtin:wikipedia", max_documents=10)]
+    corpus = base / "corpus.txt"
+    corpus.write_text("\n\n".join("\n".join(doc) for doc in docs) + "\n")
+    data, run = base / "data", base / "run"
+    prepare_dataset(DataConfig(corpus=str(corpus), tokenizer="builtin:minilm", max_seq_length=32, dupe_factor=1,
+                               validation_fraction=0.25, cache_dir=str(base / "cache")), out_dir=data)
+    pretrain(TrainConfig(data=str(data), out=str(run), preset="tiny", max_steps=2, batch_size=4, eval_every=0,
+                         save_every=1, progress=False, seed=1))
+    return {"base": base, "corpus": corpus, "data": data, "run": run, "cache": base / "cache"}
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runs import build_world
 from cli_runs import refused as _refused
 from cli_runs import run_cli as _run
 
@@ -24,10 +25,8 @@ from workbench import attention, pretraining_data
 from workbench import finetune as finetune_module
 from workbench.checkpoint import TRAINING_STATE, WEIGHTS, checkpoint_problem, list_checkpoints
 from workbench.config import DataConfig, TrainConfig
-from workbench.data import iter_documents
 from workbench.outputs import MANIFEST, temp_name
 from workbench.pretraining_data import load_prepared, prepare_dataset
-from workbench.train import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,15 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thr
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
     """A 10-document Wikipedia corpus, its prepared NSP data and a 2-step run with checkpoint-1 and -2."""
-    base = tmp_path_factory.mktemp("faults")
-    docs = [doc[:12] for doc in iter_documents("builtin:wikipedia", max_documents=10)]
-    corpus = base / "corpus.txt"
-    corpus.write_text("\n\n".join("\n".join(doc) for doc in docs) + "\n")
-    data = base / "data"
-    prepare_dataset(_data_cfg(corpus, base / "cache"), out_dir=data)
-    run = base / "run"
-    pretrain(_train_cfg(data, run, save_every=1))
-    return {"base": base, "corpus": corpus, "data": data, "run": run, "cache": base / "cache"}
+    return build_world(tmp_path_factory.mktemp("faults"))
 
 
 def _data_cfg(corpus: Path, cache: Path, **overrides) -> DataConfig:

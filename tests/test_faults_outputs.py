@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from cli_runs import build_world
 from cli_runs import refused as _refused
 from cli_runs import run_cli as _run
 
@@ -25,10 +26,8 @@ from workbench import attention, pretraining_data
 from workbench import checkpoint as ckpt
 from workbench import finetune as finetune_module
 from workbench.checkpoint import checkpoint_problem, list_checkpoints
-from workbench.config import DataConfig, TrainConfig
-from workbench.data import iter_documents
+from workbench.config import DataConfig
 from workbench.pretraining_data import prepare_dataset
-from workbench.train import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread (conftest)
@@ -38,17 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thr
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
     """A 10-document Wikipedia corpus, its prepared NSP data and a 2-step run with checkpoint-1 and -2."""
-    base = tmp_path_factory.mktemp("faults_outputs")
-    docs = [doc[:12] for doc in iter_documents("builtin:wikipedia", max_documents=10)]
-    corpus = base / "corpus.txt"
-    corpus.write_text("\n\n".join("\n".join(doc) for doc in docs) + "\n")
-    data = base / "data"
-    prepare_dataset(DataConfig(corpus=str(corpus), tokenizer="builtin:minilm", max_seq_length=32, dupe_factor=1,
-                               validation_fraction=0.25, cache_dir=str(base / "cache")), out_dir=data)
-    run = base / "run"
-    pretrain(TrainConfig(data=str(data), out=str(run), preset="tiny", max_steps=2, batch_size=4, eval_every=0,
-                         save_every=1, progress=False, seed=1))
-    return {"base": base, "corpus": corpus, "data": data, "run": run, "cache": base / "cache"}
+    return build_world(tmp_path_factory.mktemp("faults_outputs"))
 
 
 def _argv(command: str, world: dict[str, Path], out: Path, *extra: str) -> list[str]:
