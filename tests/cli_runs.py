@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench import cli
+from workbench import attention, cli, pretraining_data
+from workbench import finetune as finetune_module
 from workbench.config import DataConfig, TrainConfig
 from workbench.data import iter_documents
 from workbench.pretraining_data import prepare_dataset
@@ -40,3 +41,16 @@ def refused(rc: int, err: str, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+def no_work(monkeypatch) -> None:
+    """Make the first step of every command's work fail loudly: a refusal must come before it."""
+    def started(*args, **kwargs):
+        raise AssertionError("work started before --out was checked")
+
+    monkeypatch.setattr(pretraining_data, "_resolve_tokenizer", started)
+    monkeypatch.setattr(pretraining_data, "load_prepared", started)
+    monkeypatch.setattr("workbench.pretrain_setup.load_prepared", started)
+    monkeypatch.setattr(attention, "load_attention_model", started)
+    monkeypatch.setattr(finetune_module, "load_task", started)
+    monkeypatch.setattr("workbench.report.runner.execute", started)

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 from cli_runs import build_world
+from cli_runs import no_work as _no_work
 from cli_runs import refused as _refused
 from cli_runs import run_cli as _run
 
-from workbench import attention, pretraining_data
-from workbench import finetune as finetune_module
+from workbench import pretraining_data
 from workbench.checkpoint import TRAINING_STATE, WEIGHTS, checkpoint_problem, list_checkpoints
 from workbench.config import DataConfig, TrainConfig
 from workbench.outputs import MANIFEST, temp_name
@@ -78,18 +78,6 @@ def _snapshot(root: Path, names: list[str] | None = None) -> dict[str, bytes | N
         for p in [top, *sorted(top.rglob("*"))] if top.is_dir() else [top]:
             snap[str(p.relative_to(root))] = None if p.is_dir() else p.read_bytes()
     return snap
-
-
-def _no_work(monkeypatch) -> None:
-    """Make the first step of every command's work fail loudly: a refusal must come before it."""
-    def started(*args, **kwargs):
-        raise AssertionError("work started before --out was checked")
-
-    monkeypatch.setattr(pretraining_data, "_resolve_tokenizer", started)
-    monkeypatch.setattr(pretraining_data, "load_prepared", started)
-    monkeypatch.setattr("workbench.pretrain_setup.load_prepared", started)
-    monkeypatch.setattr(attention, "load_attention_model", started)
-    monkeypatch.setattr(finetune_module, "load_task", started)
 
 
 # ----------------------------------------------------------------------- 1. output folders

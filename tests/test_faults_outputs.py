@@ -19,12 +19,12 @@ from pathlib import Path
 import nbformat
 import pytest
 from cli_runs import build_world
+from cli_runs import no_work as _no_work
 from cli_runs import refused as _refused
 from cli_runs import run_cli as _run
 
-from workbench import attention, pretraining_data
 from workbench import checkpoint as ckpt
-from workbench import finetune as finetune_module
+from workbench import pretraining_data
 from workbench.checkpoint import checkpoint_problem, list_checkpoints
 from workbench.config import DataConfig
 from workbench.pretraining_data import prepare_dataset
@@ -74,19 +74,6 @@ def _snapshot(root: Path) -> dict[str, bytes | str | None]:
             rel = str(p.relative_to(root))
             snap[rel] = os.readlink(p) if p.is_symlink() else None if p.is_dir() else p.read_bytes()
     return snap
-
-
-def _no_work(monkeypatch) -> None:
-    """Make the first step of every command's work fail loudly: a refusal must come before it."""
-    def started(*args, **kwargs):
-        raise AssertionError("work started before --out was checked")
-
-    monkeypatch.setattr(pretraining_data, "_resolve_tokenizer", started)
-    monkeypatch.setattr(pretraining_data, "load_prepared", started)
-    monkeypatch.setattr("workbench.pretrain_setup.load_prepared", started)
-    monkeypatch.setattr(attention, "load_attention_model", started)
-    monkeypatch.setattr(finetune_module, "load_task", started)
-    monkeypatch.setattr("workbench.report.runner.execute", started)
 
 
 _LOOK_ALIKES = (".thesis.old-2024", ".env.tmp-31337", ".checkpoint-2.tmp-4194999.00ff",
