@@ -314,9 +314,14 @@ def headline_metrics(gain: dict[str, Any], task: str, prefix: str = "downstream"
             f"{prefix}_verdict": verdict}
 
 
+def _chance_noise(gain: dict[str, Any], chance: float, z: float = 1.96) -> float:
+    """Binomial noise (``z`` sigma) of an accuracy at ``chance`` over the gain's n_test examples."""
+    return z * math.sqrt(chance * (1.0 - chance) / max(gain["n_test"], 1))
+
+
 def at_chance(gain: dict[str, Any], chance: float, z: float = 1.96) -> bool:
     """Whether both encoders' test accuracies lie within binomial noise (``z`` sigma on n_test) of ``chance``."""
-    noise = z * math.sqrt(chance * (1.0 - chance) / max(gain["n_test"], 1))
+    noise = _chance_noise(gain, chance, z)
     return all(abs(acc[0] - chance) <= noise for acc in (gain["accuracy"], gain["baseline_accuracy"]))
 
 
@@ -329,7 +334,7 @@ def gain_sentence(gain: dict[str, Any], scale: float = 100.0, chance: float | No
     d = gain["gain"]
     names = labels_for([gain["model"], gain["baseline"]])
     if chance is not None and at_chance(gain, chance):
-        noise = 1.96 * math.sqrt(chance * (1.0 - chance) / max(gain["n_test"], 1))
+        noise = _chance_noise(gain, chance)
         return (f"{names[gain['model']]} and {names[gain['baseline']]}: both at chance ({gain['accuracy'][0]:.3f} and "
                 f"{gain['baseline_accuracy'][0]:.3f}, chance {chance:g} ± {noise:.3f} on {gain['n_test']} test examples); "
                 "no result either way")
