@@ -20,7 +20,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,7 @@ def step_seconds(preset: str, seq: int, precision: str, variant: str, steps: int
         cfg = TrainConfig(out=out, preset=preset, max_steps=warmup + steps, batch_size=batch, precision=precision,
                           eval_every=0, save_every=0, report_to="none", progress=False, overwrite=True,
                           warmup_fraction=0.0, **VARIANTS[variant])
-        result = pretrain(replace(cfg), MaskingConfig(), data=data)
+        result = pretrain(cfg, MaskingConfig(), data=data)
     times = [h["step_seconds"] for h in result.history if h.get("type") == "train"][warmup:]
     return statistics.median(times), result.model.config
 
