@@ -37,7 +37,7 @@ from pretrain_throughput import model_flops_per_token  # noqa: E402
 __all__ = ["cpu_matmul_peak", "main", "step_seconds"]
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "cpu_step.json"
-VARIANTS = {"eager": {}, "compile": {"compile": True}}
+VARIANTS = {"eager": {}, "compile": {"compile": True}, "sdpa": {"attention": "sdpa"}}
 
 
 def cpu_matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 8) -> float:

@@ -52,6 +52,7 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any], int]] =
     "seq64-mask30": ({"max_seq_length": 64}, {"lr": 2e-3}, {"mask_rate": 0.3}, 3000),
     # 40 pairings instead of 10: about 230k distinct pairs, so 3,500 x 64 sees each about once
     "seq64-5000": ({"max_seq_length": 64}, {"lr": 2e-3}, {}, 5000),
+    "seq64-8000": ({"max_seq_length": 64}, {"lr": 2e-3}, {}, 8000),
     "seq64-dupe40": ({"max_seq_length": 64, "dupe_factor": 40}, {"lr": 2e-3}, {}, 3500),
     "seq64-b32-dupe40": ({"max_seq_length": 64, "dupe_factor": 40}, {"lr": 2e-3, "batch_size": 32}, {}, 5800),
 }
