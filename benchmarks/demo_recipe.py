@@ -28,15 +28,15 @@ from typing import Any
 import pandas as pd
 import torch
 
-from workbench.checkpoint import write_json_atomic
 from workbench.config import DataConfig, FinetuneConfig, MaskingConfig, TrainConfig
-from workbench.downstream import BUILTIN_WIKIPEDIA_TOPICS
-from workbench.engine import cpu_supports_bf16
-from workbench.pretraining_data import prepare_dataset
-from workbench.probes import probe_gain, probe_models
-from workbench.stats import describe_difference, mean_ci
-from workbench.tasks import load_task
-from workbench.train import pretrain
+from workbench.data.examples import prepare_dataset
+from workbench.evaluation.heldout import BUILTIN_WIKIPEDIA_TOPICS
+from workbench.evaluation.probes import probe_gain, probe_models
+from workbench.evaluation.stats import describe_difference, mean_ci
+from workbench.evaluation.tasks import load_task
+from workbench.training.checkpoint import write_json_atomic
+from workbench.training.engine import cpu_supports_bf16
+from workbench.training.pretraining import pretrain
 
 __all__ = ["RECIPES", "main", "recipe_configs", "run_one", "step_seconds"]
 

@@ -98,7 +98,7 @@ def test_every_import_is_a_declared_dependency():
 def test_import_check_catches_an_undeclared_module():
     # the walk sees imports inside functions and from-imports, and skips relative ones
     assert _imported_modules("import a.b\nfrom c.d import e\nfrom . import f\ndef g():\n    import h\n") == {"a", "c", "h"}
-    assert "scipy" in _code_imports() and "workbench/attention.py" in _code_imports()["scipy"]
+    assert "scipy" in _code_imports() and "workbench/analysis/attention.py" in _code_imports()["scipy"]
 
 
 # ------------------------------------------------------------------ chromium for `make test`

@@ -79,7 +79,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_out_path(args.out)  # before the heavy imports: a refusal is instant
 
-    from .pretraining_data import prepare_dataset
+    from .data.examples import prepare_dataset
 
     data = prepare_dataset(cfg, out_dir=args.out)
     print(format_table(data.stats, f"prepared {data.path}"))
@@ -89,7 +89,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from .train import pretrain
+    from .training.pretraining import pretrain
 
     result = pretrain(_config_from_args(TrainConfig, args), _config_from_args(MaskingConfig, args))
     if result.is_main_process:
@@ -100,7 +100,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_heads(args: argparse.Namespace) -> int:
-    from .heads import run_heads
+    from .analysis.heads import run_heads
 
     cfg = _config_from_args(AttentionConfig, args)
     result = run_heads(cfg, args.out)
@@ -116,7 +116,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     if not cfg.out:
         raise WorkbenchError("--out is empty; pass --out DIR for results.json and predictions.tsv")
 
-    from .finetune import RESULTS_FILE, finetune
+    from .evaluation.finetuning import RESULTS_FILE, finetune
 
     r = finetune(cfg).results
     shown = {k: r[k] for k in FINETUNE_SHOWN}

@@ -41,8 +41,8 @@ OBJECTIVES = ("nsp", "sop", "mlm")
 PRECISIONS = ("auto", "bf16", "fp32")
 ATTENTIONS = ("auto", "sdpa", "eager")
 SCHEDULES = ("linear", "one_cycle")
-TRACKERS = ("tensorboard", "wandb", "mlflow")  # --report-to (workbench.trackers)
-PRESET_NAMES = ("tiny", "mini", "small", "medium", "base")  # sizes in workbench.model.PRESETS
+TRACKERS = ("tensorboard", "wandb", "mlflow")  # --report-to (workbench.training.trackers)
+PRESET_NAMES = ("tiny", "mini", "small", "medium", "base")  # sizes in workbench.training.model.PRESETS
 C = TypeVar("C")
 
 
@@ -193,7 +193,7 @@ class TrainConfig:
     keep_checkpoints: int = _help("Keep the last this many checkpoints.", 2)
     keep_every: int = _help(
         "Also keep every checkpoint whose step is a multiple of this (0 = none), for curves over pretraining "
-        "(workbench.progression); checkpoints are written every save_every steps, so keep_every = save_every keeps all.", 0)
+        "(workbench.analysis.progression); checkpoints are written every save_every steps, so keep_every = save_every keeps all.", 0)
     log_every: int = _help("Append training metrics to metrics.jsonl and call callbacks every this many steps.", 1)
     report_to: str = _help("Experiment trackers, a comma list of tensorboard, wandb, mlflow, or `none`; they log under --out "
                            "(wandb and mlflow are optional extras: pip install 'workbench[wandb]').", "tensorboard")

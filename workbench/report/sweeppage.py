@@ -1,6 +1,6 @@
 """A sweep's comparison page: mean ± 95% CI over seeds per combination, curves with bands, noise marked.
 
-Intervals are Student-t intervals over seeds (``workbench.stats.mean_ci``). A combination is
+Intervals are Student-t intervals over seeds (``workbench.evaluation.stats.mean_ci``). A combination is
 compared with the first one (the baseline): when their intervals overlap the difference is marked
 "within noise"; beside it, the paired difference over the seeds both ran, with its interval.
 """
@@ -49,7 +49,7 @@ class Group:
 
     def interval(self, metric: str) -> tuple[float, float, float] | None:
         """(mean, low, high) over seeds; None with fewer than two."""
-        from ..stats import mean_ci
+        from ..evaluation.stats import mean_ci
 
         vals = list(self.values.get(metric, {}).values())
         return mean_ci(vals) if len(vals) >= 2 else None
@@ -85,7 +85,7 @@ def compare_cell(group: Group, base: Group, metric: str) -> str:
             else '<span class="wb-differs">intervals apart</span>')
     shared = [s for s in vals if s in base.values.get(metric, {})]
     if len(shared) >= 2:
-        from ..stats import NO_DIFFERENCE, paired_difference
+        from ..evaluation.stats import NO_DIFFERENCE, paired_difference
 
         d = paired_difference([vals[s] for s in shared], [base.values[metric][s] for s in shared])
         words = NO_DIFFERENCE if d["verdict"] == NO_DIFFERENCE else "higher" if d["low"] > 0 else "lower"
