@@ -11,7 +11,7 @@ import html
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .curves import band_figure, final_values, read_curves
 from .files import write_owned
@@ -19,10 +19,7 @@ from .gainplot import GainPoint, gain_figure, points_from_metrics
 from .markup import esc, grid_table, link, page, shown, status
 from .metrics import order_metrics
 from .pages import write_reports_index
-from .records import RunResult
-
-if TYPE_CHECKING:
-    from .sweep import SweepResult
+from .records import RunResult, SweepResult
 
 __all__ = ["Group", "compare_cell", "gain_points", "group_runs", "save_sweep", "summary_rows"]
 
