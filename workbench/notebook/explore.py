@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..config import MaskingConfig
+from ..data.labels import IGNORE_INDEX
 from ..data.masking import (
     ACTION_KEEP,
     ACTION_MASK,
@@ -95,7 +96,7 @@ def masking_stats(tokenizer: Any, sequences: Sequence[Sequence[int]], config: Ma
     for i in range(0, len(sequences), batch_size):
         batch = [{"input_ids": list(ids)} for ids in sequences[i:i + batch_size]]
         out = collate(batch)
-        predicted = out["labels"] != -100  # (B, T)
+        predicted = out["labels"] != IGNORE_INDEX  # (B, T)
         counts["maskable"] += sum(t not in special for e in batch for t in e["input_ids"])
         counts["predicted"] += int(predicted.sum())
         counts["mask"] += int((out["input_ids"][predicted] == tokenizer.mask_token_id).sum())
@@ -162,7 +163,7 @@ class PairView:
 
     tokens: list[str]
     segments: list[int]
-    label: int  # next_sentence_label; -100 for a packed MLM segment
+    label: int  # next_sentence_label; IGNORE_INDEX (-100) for a packed MLM segment
 
     @property
     def caption(self) -> str:
@@ -189,7 +190,7 @@ def pair_view(tokenizer: Any, example: dict[str, Any]) -> PairView:
     """One NSP/SOP example (a row of the prepared dataset) as a :class:`PairView`."""
     tokens = tokenizer.convert_ids_to_tokens(list(example["input_ids"]))
     segments = list(example.get("token_type_ids") or [0] * len(tokens))
-    return PairView(tokens, segments, int(example.get("next_sentence_label", -100)))
+    return PairView(tokens, segments, int(example.get("next_sentence_label", IGNORE_INDEX)))
 
 
 def pairs_view(tokenizer: Any, examples: Sequence[dict[str, Any]]) -> PairsView:
