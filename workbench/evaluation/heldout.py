@@ -56,7 +56,7 @@ MIN_PASSAGE_WORDS = 15
 MIN_CLASS_PASSAGES = 40  # a class below this has < 12 test passages: too noisy to score, dropped
 TEST_FRACTION = 0.3
 VALIDATION_FRACTION = 0.1
-# Fields of stats.json that decide which documents are held out (see pretraining_data.is_held_out).
+# Fields of stats.json that decide which documents are held out (see data/examples.py, is_held_out).
 _SPLIT_FIELDS = ("corpus", "text_column", "min_doc_words", "max_documents", "validation_fraction", "seed")
 
 Document = tuple[int, list[str]]  # (doc id among the corpus's kept documents, sentences)
