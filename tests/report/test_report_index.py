@@ -175,7 +175,7 @@ print(wb.probes.gain_sentence(gain))
 wb.ProbeGain(gain, wb.probes.headline_table(runs))'''
 CURVE_CELL = '''curve = pd.DataFrame([{"init": init, "n_train": n, "seed": s, "lr": 1e-3, "chosen": True, "accuracy": a + 0.01 * s,
                        "macro_f1": a} for init, a in zip(inits[:2], (0.7, 0.6)) for n in (10, 20) for s in range(3)])
-lc = wb.results.LearningCurve.from_runs(curve)
+lc = wb.LearningCurve.from_runs(curve)
 display(lc.figure())
 lc'''
 
