@@ -370,4 +370,4 @@ def test_ablate_heads_chooses_the_metric_from_the_checkpoint(tiny_bert, segments
     assert name == "representation shift (1 - cosine)"
     assert metric(model, batches) == pytest.approx(0.0, abs=1e-6)
     with silence_heads(model, [(1, 0)]):
-        assert metric(model, batches) > 1e-4
+        assert metric(model, batches) > 1e-6  # a random 2-layer model: small, never 0
