@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import inspect
 import math
 import os
 import sys
@@ -40,7 +41,11 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, dest_prefix: str
     """Add one ``--field-name`` flag per dataclass field, with its help text; defaults stay in the dataclass."""
     group = parser.add_argument_group(cls.__name__)
     hints = typing.get_type_hints(cls)
-    for name, f in config_fields(cls).items():
+    fields = config_fields(cls)
+    # The class's own fields first, in the order it declares them; then those it inherits (LoopConfig's).
+    own = [name for name in inspect.get_annotations(cls) if name in fields]
+    for name in [*own, *(n for n in fields if n not in own)]:
+        f = fields[name]
         flag = "--" + name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         # argparse %-formats help text (for %(default)s): a literal "46% IsNext" must be "%%".

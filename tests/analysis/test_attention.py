@@ -346,3 +346,28 @@ def test_fit_to_model_clamps_layer_head_and_clusters(capsys):
     big = SimpleNamespace(config=SimpleNamespace(num_hidden_layers=6, num_attention_heads=12))
     assert fit_to_model(AttentionConfig(layer=2, head=3), big) == AttentionConfig(layer=2, head=3)
     assert capsys.readouterr().err == ""
+
+
+def test_ablate_heads_chooses_the_metric_from_the_checkpoint(tiny_bert, segments) -> None:
+    from workbench.analysis.attention import (
+        ablate_heads,
+        ablation_batches,
+        ablation_metric,
+        load_ablation_model,
+    )
+    from workbench.config import AttentionConfig, MaskingConfig
+
+    cfg = AttentionConfig(model=str(tiny_bert), ablation_segments=2, seed=3)
+    result = ablate_heads(cfg, segments)
+    # a pretraining checkpoint has a trained MLM head: its loss is the metric
+    assert result.metric == "MLM loss increase" and result.importance.shape == (2, 2)
+    model, tokenizer, has_head = load_ablation_model(str(tiny_bert), device="cpu")
+    batches = ablation_batches(tokenizer, segments[:2], MaskingConfig(), 3)
+    assert has_head
+    np.testing.assert_allclose(result.importance, head_importance(model, batches, mlm_loss_metric), atol=1e-5)
+    # without a trained head (builtin:minilm): the shift of the last layer from the intact model's
+    metric, name = ablation_metric(model, batches, has_head=False)
+    assert name == "representation shift (1 - cosine)"
+    assert metric(model, batches) == pytest.approx(0.0, abs=1e-6)
+    with silence_heads(model, [(1, 0)]):
+        assert metric(model, batches) > 1e-6  # a random 2-layer model: small, never 0

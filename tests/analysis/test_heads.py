@@ -20,7 +20,7 @@ import workbench
 from workbench import cli
 from workbench.analysis.attention import STAT_COLUMNS, load_attention_model
 from workbench.analysis.progression import HEAD_COLUMNS, by_step
-from workbench.config import AttentionConfig
+from workbench.config import AttentionConfig, ProbeConfig
 from workbench.evaluation.splits import TaskData
 from workbench.training.checkpoint import TRAINING_STATE
 
@@ -125,6 +125,18 @@ def test_notebook_03_measures_the_tokenizers_own_special_tokens(models, commands
                                atol=2e-5)
 
 
+def test_notebook_03_bertviz_cell_finds_sentence_b_at_the_tokenizers_own_separator(models):
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    source = next("".join(c["source"]) for c in cells if c["cell_type"] == "code" and "b_start = " in "".join(c["source"]))
+    for name in ("bert", "renamed"):
+        net, tokenizer = load_attention_model(str(models[name]), device="cpu")
+        cfg = AttentionConfig(model=str(models[name]), sentence="The cat sat.", sentence_b="It was warm.", layer=0)
+        namespace = {"wb": workbench, "cfg": cfg, "net": net, "tokenizer": tokenizer}
+        exec(compile(source, str(NOTEBOOK), "exec"), namespace)
+        tokens = namespace["pair"].tokens
+        assert tokens[namespace["b_start"] - 1] == tokenizer.sep_token and tokens[namespace["b_start"]] == "it"
+
+
 def _task(wiki_documents) -> TaskData:
     """Sentences of eight real articles, labelled by article parity; every third to validation and test."""
     rows = [(s, str(i % 2)) for i, doc in enumerate(wiki_documents[:8]) for s in doc[:9]]
@@ -135,9 +147,9 @@ def _task(wiki_documents) -> TaskData:
 
 def test_by_step_measures_the_tokenizers_own_special_tokens(models, wiki_documents):
     task = _task(wiki_documents)
-    kwargs = {"seeds": (0,), "num_segments": 4, "max_length": 32, "baseline": False, "l2_grid": (1.0,)}
-    bert = by_step(models["bert"].parent, task, **kwargs)
-    renamed = by_step(models["renamed"].parent, task, **kwargs)
+    cfg = ProbeConfig(probe_seeds=2, progression_segments=4, probe_max_length=32)
+    bert = by_step(models["bert"].parent, task, cfg, baseline=False, l2_grid=(1.0,)).frame
+    renamed = by_step(models["renamed"].parent, task, cfg, baseline=False, l2_grid=(1.0,)).frame
     heads = [f"heads_{c}" for c in HEAD_COLUMNS]
     assert (bert["heads_attn_cls"] > 0.01).all() and (bert["heads_attn_sep"] > 0.01).all()
     np.testing.assert_allclose(renamed[heads].to_numpy(), bert[heads].to_numpy(), atol=1e-6)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from workbench.analysis.progression import by_step, run_evals
-from workbench.config import DataConfig, TrainConfig
+from workbench.config import DataConfig, ProbeConfig, TrainConfig
 from workbench.data.examples import prepare_dataset
 from workbench.errors import WorkbenchError
 from workbench.evaluation.heldout import load_downstream_task
@@ -71,7 +71,9 @@ def test_pretraining_keeps_every_kth_checkpoint(run):
 
 
 def test_by_step_probes_and_measures_each_checkpoint(run, task):
-    frame = by_step(run / "run", task, seeds=(0, 1), num_segments=4, max_length=64, l2_grid=(1.0, 0.01))
+    steps = by_step(run / "run", task, ProbeConfig(probe_seeds=2, progression_segments=4, probe_max_length=64),
+                    l2_grid=(1.0, 0.01))
+    frame = steps.frame
     assert list(frame["step"]) == [4, 6]
     logged = {m["step"]: m for m in map(json.loads, (run / "run" / "metrics.jsonl").read_text().splitlines())
               if m["type"] == "eval"}
@@ -81,11 +83,26 @@ def test_by_step_probes_and_measures_each_checkpoint(run, task):
     # attention rows sum to 1, so mean attention to [CLS] and [SEP] is a share; entropy is positive
     assert frame["heads_attn_cls"].between(0, 1).all() and (frame["heads_entropy"] > 0).all()
     assert frame["heads_prev_max"].ge(frame["heads_attn_prev"]).all()
-    mean, low, high = frame.attrs["random_accuracy"]
+    mean, low, high = steps.random_accuracy
     assert 0 <= mean <= 1 and low <= mean <= high
-    assert frame.attrs["gain"]["n"] == 2 and not math.isnan(frame.attrs["gain"]["mean"])
-    figure = plots.by_step(frame)
+    assert steps.gain["n"] == 2 and not math.isnan(steps.gain["mean"])
+    assert (steps.task, steps.seeds, steps.n_test) == (task.name, [0, 1], len(task.splits["test"]))
+    figure = plots.by_step(steps)
     assert {t.name for t in figure.data} >= {"probe", "mlm_accuracy", "heads_attn_cls"}
+    # the twin's mean is the dashed line: from the object, or from its frame and that field
+    assert [s["y0"] for s in figure.layout.shapes] == [mean]
+    assert [s["y0"] for s in plots.by_step(frame, random_accuracy=mean).layout.shapes] == [mean]
+    assert not plots.by_step(frame).layout.shapes
+    html = steps._repr_html_()
+    assert "random twin" in html and "checkpoint-4" not in html and f"{100 * mean:.1f}" in html
+    # a probe_gain of the same seeds gives the twin's accuracy without probing it again
+    given = {"seeds": [0, 1], "baseline_accuracy": (0.25, 0.2, 0.3)}
+    again = by_step(run / "run", task, ProbeConfig(probe_seeds=2, progression_segments=4, probe_max_length=64),
+                    baseline=given, l2_grid=(1.0, 0.01))
+    assert again.random_accuracy == (0.25, 0.2, 0.3) and again.gain is None
+    assert again.frame["probe_accuracy"].tolist() == frame["probe_accuracy"].tolist()
+    with pytest.raises(WorkbenchError, match=r"seeds \[0, 1, 2\], by_step probes \[0, 1\]"):
+        by_step(run / "run", task, ProbeConfig(probe_seeds=2), baseline={**given, "seeds": [0, 1, 2]})
 
 
 def test_by_step_refuses_a_dir_without_checkpoints(task, tmp_path):

@@ -185,7 +185,7 @@ def test_cap_examples_and_probe_config(topics):
 
 
 def test_probe_models_on_a_checkpoint_and_its_twin(tiny, topics):
-    runs = probe_models([tiny, f"random:{tiny}"], topics, seeds=(0, 1), train_size=60, max_length=64)
+    runs = probe_models([tiny, f"random:{tiny}"], topics, ProbeConfig(probe_seeds=2, probe_train_size=60, probe_max_length=64))
     assert len(runs) == 2 * 2 * 3  # inits x seeds x (embeddings + 2 layers)
     assert set(runs["n_train"]) == {60} and set(runs["n_test"]) == {len(topics.splits["test"])}
     assert runs["test_accuracy"].between(0, 1).all()
@@ -194,7 +194,7 @@ def test_probe_models_on_a_checkpoint_and_its_twin(tiny, topics):
     figure = plots.probe_by_layer(probe_summary(runs))
     assert len(figure.data) == 2 and list(figure.data[0].x) == [0, 1, 2]
     with pytest.raises(WorkbenchError, match="fewer than the 3 classes"):
-        probe_models([tiny], topics, train_size=2)
+        probe_models([tiny], topics, ProbeConfig(probe_train_size=2))
 
 
 def test_probe_models_refuses_a_missing_checkpoint(topics, tmp_path):
@@ -220,3 +220,61 @@ def test_two_encoders_within_noise_of_chance_read_at_chance_never_a_sign():
     assert at_chance(gain(0.60, 0.50, 20), 0.5)  # 20 examples: 0.60 is within noise (± 0.219)
     assert headline_metrics(near, "bigram shift", prefix="bshift", chance=0.5)["bshift_verdict"] == "at chance"
     assert headline_metrics(near, "bigram shift", prefix="bshift")["bshift_verdict"] == "loss"  # without chance: as paired
+
+
+def test_probe_models_takes_its_settings_from_a_probe_config(tiny, topics):
+    from workbench.evaluation.probes import layer_features, probe_seeds
+
+    cfg = ProbeConfig(probe_seeds=2, probe_train_size=45, probe_max_length=24, probe_batch_size=7)
+    runs = probe_models([tiny, f"random:{tiny}"], topics, cfg, l2_grid=(1.0,))
+    # The same numbers as the steps it stands for, each fed the config's field by hand (what the
+    # positional call did): seeds 0..1, 45 examples per seed, 24 tokens, 7 texts per batch.
+    expected = []
+    for init, groups in ((tiny, [[0, 1]]), (f"random:{tiny}", [[0], [1]])):
+        for group in groups:
+            encoder, tok = load_encoder(init, group[0])
+            features = layer_features(encoder, tok, topics, 24, 7, init)
+            expected.append(probe_seeds(features, topics, group, 45, (1.0,)).assign(init=init))
+    expected = pd.concat(expected, ignore_index=True)
+    pd.testing.assert_frame_equal(runs, expected[runs.columns])
+    assert set(runs["seed"]) == {0, 1} and set(runs["n_train"]) == {45}
+    # max_length reaches the encoder: 24 tokens is not 128
+    longer = probe_models([tiny], topics, ProbeConfig(probe_seeds=2, probe_train_size=45), l2_grid=(1.0,))
+    assert not np.allclose(longer["validation_accuracy"], runs[runs["init"] == tiny]["validation_accuracy"])
+
+
+def test_a_probe_gain_at_chance_reads_at_chance_everywhere():
+    from workbench.evaluation.results import ProbeGain
+
+    diff = {"mean": -0.02, "low": -0.03, "high": -0.01, "n": 3, "confidence": 0.95, "verdict": "loss"}
+    near = {"model": "ckpt", "baseline": "random:ckpt", "n_test": 1000, "n_train": 100, "accuracy": (0.482,) * 3,
+            "baseline_accuracy": (0.502,) * 3, "gain": diff, "seeds": [0, 1, 2]}
+    headline = pd.DataFrame({"accuracy_mean": [0.482, 0.502]}, index=pd.Index(["ckpt", "random:ckpt"], name="init"))
+    result = ProbeGain(near, headline, chance=0.5)
+    assert result.verdict == "at chance" == headline_metrics(near, "b", prefix="bshift", chance=0.5)["bshift_verdict"]
+    assert "both at chance" in result.sentence and "at chance" in result._repr_html_()
+    assert "measurable loss" not in result._repr_html_()
+    assert ProbeGain(near, headline).verdict == "loss"  # without chance: the paired verdict, as before
+    assert result.accuracy == (0.482,) * 3 and result.baseline_accuracy == (0.502,) * 3
+
+
+def test_probe_bigram_shift_returns_a_probe_gain_read_against_chance(tiny, topics):
+    from workbench.evaluation.probes import probe_bigram_shift
+
+    cfg = ProbeConfig(probe_seeds=2, probe_train_size=45, probe_max_length=32, bshift_examples=80)
+    result = probe_bigram_shift(tiny, topics, cfg, l2_grid=(1.0,))
+    shifted = bigram_shift(topics, seed=0, max_examples=80)
+    # the same rows as the probe called on the task by hand, every train sentence used (not probe_train_size)
+    runs = probe_models([tiny, f"random:{tiny}"], shifted, ProbeConfig(probe_seeds=2, probe_max_length=32),
+                        l2_grid=(1.0,))
+    pd.testing.assert_frame_equal(result.runs, runs)
+    assert set(result.runs["n_train"]) == {len(shifted.splits["train"])}
+    assert dict(result.gain) == probe_gain(runs, tiny, f"random:{tiny}") and result.chance == 0.5
+    assert result.gain["n_test"] == len(shifted.splits["test"]) == 80
+    metrics = headline_metrics(result.gain, "bigram shift", prefix="bshift", chance=result.chance)
+    assert metrics["bshift_verdict"] == result.verdict
+    assert list(result.headline.index) == [tiny, f"random:{tiny}"]
+    # a random 2-layer model and its random twin cannot tell a swap on 80 test sentences (noise ±0.11)
+    assert result.verdict == "at chance" and "both at chance" in result.sentence
+    with pytest.raises(WorkbenchError, match="bshift_examples is 0"):
+        probe_bigram_shift(tiny, topics, ProbeConfig(bshift_examples=0))

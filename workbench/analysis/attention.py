@@ -24,7 +24,7 @@ from scipy.spatial.distance import squareform
 from scipy.special import xlogy
 
 from ..builtin import resolve_pretrained
-from ..config import AttentionConfig
+from ..config import AttentionConfig, MaskingConfig
 from ..data.corpora import iter_documents
 from ..data.labels import IGNORE_INDEX
 from ..errors import WorkbenchError, pickle_refusal
@@ -32,6 +32,7 @@ from ..errors import WorkbenchError, pickle_refusal
 __all__ = [
     "STAT_COLUMNS",
     "AttentionResult",
+    "HeadAblation",
     "Segment",
     "load_attention_model",
     "fit_to_model",
@@ -50,6 +51,8 @@ __all__ = [
     "representation_shift_metric",
     "load_ablation_model",
     "ablation_batches",
+    "ablation_metric",
+    "ablate_heads",
     "sample_segments",
 ]
 
@@ -536,6 +539,32 @@ def representation_shift_metric(model: Any, batches: Sequence[dict]) -> Callable
         return total / max(count, 1)
 
     return metric
+
+
+class HeadAblation(NamedTuple):
+    """Head ablation's answer: the (layer, head) change of ``metric`` when each head is silenced alone."""
+
+    importance: np.ndarray  # (L, H): metric(head silenced) - metric(intact)
+    metric: str  # what was measured, in words
+
+
+def ablation_metric(model: Any, batches: Sequence[dict], has_head: bool) -> tuple[Callable[[Any, Any], float], str]:
+    """What a silenced head is measured by, and its name: MLM loss with a trained MLM head, else representation shift."""
+    if has_head:
+        return mlm_loss_metric, "MLM loss increase"
+    # An encoder-only checkpoint's MLM head is freshly initialised: its loss would measure noise.
+    return representation_shift_metric(model, batches), "representation shift (1 - cosine)"
+
+
+def ablate_heads(cfg: AttentionConfig, segments: Sequence[Segment], tokenizer: Any = None) -> HeadAblation:
+    """Silence each head of ``cfg.model`` alone over the first ``cfg.ablation_segments`` segments, masked with ``cfg.seed``.
+
+    ``tokenizer``: the one the segments were sampled with (default: the checkpoint's own).
+    """
+    model, own, has_head = load_ablation_model(cfg.model)
+    batches = ablation_batches(tokenizer or own, segments[:cfg.ablation_segments], MaskingConfig(), cfg.seed)
+    metric, name = ablation_metric(model, batches, has_head)
+    return HeadAblation(head_importance(model, batches, metric), name)
 
 
 # ----------------------------------------------------------------------------- segments

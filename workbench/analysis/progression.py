@@ -5,19 +5,21 @@
 task (the held-out topic task in notebook 04), measures Clark et al.'s head statistics on
 held-out texts, and puts the run's own evaluation at that step (MLM and NSP accuracy from
 ``metrics.jsonl``) beside them, one row per step. A random twin of the same shape, probed with
-the same seeds, gives the line a pretrained step has to clear.
+the same seeds, gives the line a pretrained step has to clear. The probes' settings come from a
+:class:`~workbench.config.ProbeConfig`; the answer is a :class:`~workbench.evaluation.results.ByStep`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..config import ProbeConfig
 from ..errors import WorkbenchError
 from ..evaluation.probes import (
     L2_GRID,
@@ -27,6 +29,7 @@ from ..evaluation.probes import (
     probe_models,
     probe_seeds,
 )
+from ..evaluation.results import ByStep
 from ..evaluation.splits import TaskData
 from ..evaluation.stats import mean_ci, paired_difference
 from ..training.checkpoint import checkpoint_step, list_checkpoints
@@ -71,21 +74,32 @@ def _probe_seeds(features: Any, data: TaskData, seeds: Sequence[int], train_size
     return best["test_accuracy"].astype(float).tolist(), best["layer"].astype(int).tolist()
 
 
-def by_step(run_dir: str | Path, data: TaskData, seeds: Sequence[int] = (0, 1, 2), train_size: int = 0,
-            num_segments: int = 32, max_length: int = 128, batch_size: int = 64, baseline: bool = True,
-            l2_grid: Sequence[float] = L2_GRID, progress: Callback | None = None) -> pd.DataFrame:
+def by_step(run_dir: str | Path, data: TaskData, cfg: ProbeConfig | None = None, *,
+            baseline: bool | Mapping[str, Any] = True, l2_grid: Sequence[float] = L2_GRID,
+            progress: Callback | None = None) -> ByStep:
     """One row per kept checkpoint: step, probe accuracy (mean, CI over seeds), head statistics, MLM/NSP accuracy.
 
-    ``baseline``: also probe a random twin of the last checkpoint with the same seeds, in
-    ``df.attrs["random_accuracy"]`` (mean, low, high) and ``df.attrs["gain"]`` (paired, last step).
+    From ``cfg``: the probes' seeds, train size, max length and batch size (as
+    :func:`~workbench.evaluation.probes.probe_models`), and ``progression_segments`` held-out texts for the
+    head statistics. ``baseline``: True probes a random twin of the last checkpoint with the same
+    seeds (its accuracy and the last step's paired gain over it); a ``probes.probe_gain`` result
+    of this run against its twin, with the same seeds, gives its twin's accuracy without probing
+    again; False: no baseline.
     """
+    cfg = cfg or ProbeConfig()
+    seeds, train_size = list(range(cfg.probe_seeds)), cfg.probe_train_size
+    max_length, batch_size = cfg.probe_max_length, cfg.probe_batch_size
+    if isinstance(baseline, Mapping) and list(baseline["seeds"]) != seeds:
+        raise WorkbenchError(f"the baseline was probed with seeds {list(baseline['seeds'])}, by_step probes {seeds}; "
+                             "pass the probe_gain of the same ProbeConfig, or baseline=True to probe the twin here")
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
         raise WorkbenchError(f"{run_dir} has no checkpoint-STEP dirs; pass a pretraining run dir "
                              "(keep more than the last with --keep-every)")
     rng = np.random.default_rng(0)
     test = data.splits["test"]["text"].tolist()
-    texts = [test[i] for i in np.sort(rng.choice(len(test), min(num_segments, len(test)), replace=False))]
+    n_texts = min(cfg.progression_segments, len(test))
+    texts = [test[i] for i in np.sort(rng.choice(len(test), n_texts, replace=False))]
     rows = []
     for path in checkpoints:
         model, tok = load_encoder(str(path), attention="eager")  # eager: attention weights for the heads
@@ -99,11 +113,12 @@ def by_step(run_dir: str | Path, data: TaskData, seeds: Sequence[int] = (0, 1, 2
         if progress is not None:
             progress(f"step {rows[-1]['step']}: probe {mean:.3f}, mean attention to [CLS] {heads['heads_attn_cls']:.2f}")
     frame = pd.DataFrame(rows).merge(run_evals(run_dir), on="step", how="left")
-    frame.attrs.update(task=data.name, seeds=list(seeds), n_test=len(data.splits["test"]))
-    if baseline:  # the line to clear: a random twin, same shape, seeds and layer selection; accuracies: last step's
+    result = ByStep(frame, data.name, seeds, len(data.splits["test"]))
+    if isinstance(baseline, Mapping):  # the twin this run was already probed against: its accuracy is the line
+        result.random_accuracy = tuple(baseline["baseline_accuracy"])
+    elif baseline:  # the line to clear: a random twin, same shape, seeds and layer selection; accuracies: last step's
         twin = f"random:{checkpoints[-1]}"
-        best = best_layer(probe_models([twin], data, seeds, train_size, max_length, batch_size, l2_grid), twin)
-        frame.attrs["random_accuracy"] = mean_ci(best.loc[list(seeds), "test_accuracy"].tolist())
-        if len(seeds) > 1:
-            frame.attrs["gain"] = paired_difference(accuracies, best.loc[list(seeds), "test_accuracy"].tolist())
-    return frame
+        best = best_layer(probe_models([twin], data, cfg, l2_grid=l2_grid), twin)
+        result.random_accuracy = mean_ci(best.loc[seeds, "test_accuracy"].tolist())
+        result.gain = paired_difference(accuracies, best.loc[seeds, "test_accuracy"].tolist())
+    return result

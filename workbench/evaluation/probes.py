@@ -11,16 +11,17 @@ Seeds vary what a seed should vary: the labelled sample (``train_size`` examples
 the same for every model) and the weights of a ``random:`` model (one random twin per seed).
 The headline number of a (model, seed) is the test accuracy of the layer with the best validation
 accuracy, so every model gets the same selection budget. :func:`bigram_shift` makes a
-SentEval-style probing task (BShift) from raw text.
+SentEval-style probing task (BShift) from raw text, and :func:`probe_bigram_shift` answers it as
+a :class:`~workbench.evaluation.results.ProbeGain` read against chance. The probes take their settings from a
+:class:`~workbench.config.ProbeConfig` (notebook 04 builds one from its parameters).
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,15 +29,18 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..config import ProbeConfig
 from ..data.corpora import split_sentences
 from ..errors import WorkbenchError
-from ..shortnames import label_for, labels_for
+from ..shortnames import label_for
 from ..training.engine import resolve_attention
 from .finetuning import load_classifier
+from .results import ProbeGain
 from .splits import TaskData, stratified_sample
-from .stats import mean_ci, paired_difference
+from .stats import at_chance, gain_sentence, gain_verdict, mean_ci, paired_difference
 
 __all__ = [
+    "BSHIFT_CHANCE",
     "L2_GRID",
     "LayerFeatures",
     "Probe",
@@ -51,6 +55,7 @@ __all__ = [
     "headline_table",
     "layer_features",
     "load_encoder",
+    "probe_bigram_shift",
     "probe_gain",
     "probe_layers",
     "probe_models",
@@ -62,6 +67,7 @@ __all__ = [
 # builtin held-out task 1e-4 was never chosen (tiny checkpoint, its twins, BShift), and the weakest
 # penalty is the slowest fit, so the grid stops at 1e-3.
 L2_GRID = (1.0, 0.1, 1e-2, 1e-3)
+BSHIFT_CHANCE = 0.5  # bigram shift's two classes are balanced
 Callback = Callable[[str], None]
 
 
@@ -237,14 +243,18 @@ def probe_seeds(features: LayerFeatures, data: TaskData, seeds: Sequence[int], t
     return pd.concat(frames, ignore_index=True)
 
 
-def probe_models(inits: Sequence[str], data: TaskData, seeds: Sequence[int] = (0, 1, 2), train_size: int = 0,
-                 max_length: int = 128, batch_size: int = 64, l2_grid: Sequence[float] = L2_GRID,
-                 progress: Callback | None = None) -> pd.DataFrame:
+def probe_models(inits: Sequence[str], data: TaskData, cfg: ProbeConfig | None = None, *,
+                 l2_grid: Sequence[float] = L2_GRID, progress: Callback | None = None) -> pd.DataFrame:
     """Layer probes per (init, seed); a row each: init, seed, layer, n_train, n_test, l2, accuracies.
 
-    ``train_size`` labelled examples (0 = all) are drawn per seed, the same for every init; a
-    ``random:`` init gets fresh weights per seed, any other is encoded once.
+    From ``cfg``: seeds 0 .. probe_seeds - 1; probe_train_size labelled examples (0 = all) drawn
+    per seed, the same for every init; texts of probe_max_length tokens, probe_batch_size per
+    encoder batch. A ``random:`` init gets fresh weights per seed, any other is encoded once.
+    ``cfg.probe_max_examples`` is the caller's to apply to ``data`` (:func:`cap_examples`).
     """
+    cfg = cfg or ProbeConfig()
+    seeds, train_size = list(range(cfg.probe_seeds)), cfg.probe_train_size
+    max_length, batch_size = cfg.probe_max_length, cfg.probe_batch_size
     frames = []
     for init in inits:
         fresh = init.startswith("random:")
@@ -306,44 +316,12 @@ def headline_metrics(gain: dict[str, Any], task: str, prefix: str = "downstream"
     With ``chance``, two encoders both within noise of it get the verdict "at chance" (see :func:`at_chance`).
     """
     diff = gain["gain"]
-    verdict = "at chance" if chance is not None and at_chance(gain, chance) else diff["verdict"]
+    verdict = gain_verdict(gain, chance)
     return {f"{prefix}_task": task, f"{prefix}_method": "linear probe (frozen encoder, layer chosen on validation)",
             f"{prefix}_n_test": gain["n_test"], f"{prefix}_n_train": gain["n_train"], f"{prefix}_seeds": diff["n"],
             f"{prefix}_accuracy": gain["accuracy"][0], f"{prefix}_random_accuracy": gain["baseline_accuracy"][0],
             f"{prefix}_gain": diff["mean"], f"{prefix}_gain_ci_low": diff["low"], f"{prefix}_gain_ci_high": diff["high"],
             f"{prefix}_verdict": verdict}
-
-
-def _chance_noise(gain: dict[str, Any], chance: float, z: float = 1.96) -> float:
-    """Binomial noise (``z`` sigma) of an accuracy at ``chance`` over the gain's n_test examples."""
-    return z * math.sqrt(chance * (1.0 - chance) / max(gain["n_test"], 1))
-
-
-def at_chance(gain: dict[str, Any], chance: float, z: float = 1.96) -> bool:
-    """Whether both encoders' test accuracies lie within binomial noise (``z`` sigma on n_test) of ``chance``."""
-    noise = _chance_noise(gain, chance, z)
-    return all(abs(acc[0] - chance) <= noise for acc in (gain["accuracy"], gain["baseline_accuracy"]))
-
-
-def gain_sentence(gain: dict[str, Any], scale: float = 100.0, chance: float | None = None) -> str:
-    """The paired gain in words, encoders by short name: a gain or loss only when its CI excludes 0, else "no measurable gain".
-
-    With ``chance`` (0.5 for a balanced binary probe), two encoders both within noise of it read
-    "both at chance": a difference between two guesses is never read as a result.
-    """
-    d = gain["gain"]
-    names = labels_for([gain["model"], gain["baseline"]])
-    if chance is not None and at_chance(gain, chance):
-        noise = _chance_noise(gain, chance)
-        return (f"{names[gain['model']]} and {names[gain['baseline']]}: both at chance ({gain['accuracy'][0]:.3f} and "
-                f"{gain['baseline_accuracy'][0]:.3f}, chance {chance:g} ± {noise:.3f} on {gain['n_test']} test examples); "
-                "no result either way")
-    level = f"{d['confidence']:.0%} CI"
-    interval = (f"{level} unknown with {d['n']} seed" if math.isnan(d["low"])
-                else f"{level} {d['low'] * scale:+.1f} to {d['high'] * scale:+.1f}")
-    what = {"gain": "a measurable gain", "loss": "a measurable loss"}.get(d["verdict"], "no measurable gain")
-    return (f"{names[gain['model']]} against {names[gain['baseline']]}: {what}, {d['mean'] * scale:+.1f} points "
-            f"({interval}; {d['n']} seeds paired, {gain['n_test']} test examples)")
 
 
 def headline_table(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
@@ -380,6 +358,27 @@ def _shift(sentence: str, rng: random.Random) -> str | None:
     i = rng.choice(spots)
     words[i], words[i + 1] = words[i + 1], words[i]
     return " ".join(words)
+
+
+def probe_bigram_shift(model: str, data: TaskData, cfg: ProbeConfig | None = None, *, baseline: str = "",
+                       inits: Sequence[str] = (), l2_grid: Sequence[float] = L2_GRID,
+                       progress: Callback | None = None) -> ProbeGain:
+    """The bigram-shift probe of ``model`` against ``baseline`` (default: its random twin), read against chance.
+
+    BShift is made from ``data``'s texts (:func:`bigram_shift`, at most ``cfg.bshift_examples``
+    sentences per split, seed 0) and probed as :func:`probe_models` does, on every train sentence
+    (``probe_train_size`` is the topic task's). ``inits``: more encoders for scale (builtin:minilm).
+    Two encoders both within binomial noise of 0.5 get the verdict "at chance" (``stats.at_chance``).
+    """
+    cfg = cfg or ProbeConfig()
+    if not cfg.bshift_examples:
+        raise WorkbenchError("bshift_examples is 0, which skips the bigram-shift probe; pass bshift_examples=2000, "
+                             "or leave the probe out")
+    baseline = baseline or f"random:{model}"
+    shifted = bigram_shift(data, seed=0, max_examples=cfg.bshift_examples)
+    runs = probe_models(list(dict.fromkeys([model, baseline, *inits])), shifted, replace(cfg, probe_train_size=0),
+                        l2_grid=l2_grid, progress=progress)
+    return ProbeGain(probe_gain(runs, model, baseline), headline_table(runs), chance=BSHIFT_CHANCE, runs=runs)
 
 
 def bigram_shift(data: TaskData, seed: int = 0, min_words: int = 5, max_words: int = 40,

@@ -3,6 +3,9 @@
 Student t intervals: with 3 to 5 seeds the normal approximation is far too narrow
 (t_{0.975, 2} = 4.30 against z = 1.96). A difference is paired: run i of each side shares
 its seed and label sample, so the per-seed noise of the sample cancels in ``a[i] - b[i]``.
+
+A probe's gain (``probes.probe_gain``) is also read against chance: two encoders both within
+binomial noise of it are "at chance" (:func:`at_chance`), whatever the sign of their difference.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import numpy as np
 from scipy import stats as _scipy_stats
 
 from ..errors import WorkbenchError
+from ..shortnames import labels_for
 
-__all__ = ["NO_DIFFERENCE", "describe_difference", "mean_ci", "paired_difference", "t_quantile", "verdict"]
+__all__ = ["NO_DIFFERENCE", "at_chance", "describe_difference", "gain_sentence", "gain_verdict", "mean_ci",
+           "paired_difference", "t_quantile", "verdict"]
 
 NO_DIFFERENCE = "no measurable difference"
 
@@ -77,3 +82,41 @@ def describe_difference(diff: dict[str, Any], scale: float = 100.0, unit: str = 
     else:
         interval = f"{level} {diff['low'] * scale:+.1f} to {diff['high'] * scale:+.1f}, {diff['n']} seeds"
     return f"{diff['verdict']}: {diff['mean'] * scale:+.1f} {unit} ({interval})"
+
+
+# ----------------------------------------------------------------- a probe gain against chance
+def _chance_noise(gain: dict[str, Any], chance: float, z: float = 1.96) -> float:
+    """Binomial noise (``z`` sigma) of an accuracy at ``chance`` over the gain's n_test examples."""
+    return z * math.sqrt(chance * (1.0 - chance) / max(gain["n_test"], 1))
+
+
+def at_chance(gain: dict[str, Any], chance: float, z: float = 1.96) -> bool:
+    """Whether both encoders' test accuracies lie within binomial noise (``z`` sigma on n_test) of ``chance``."""
+    noise = _chance_noise(gain, chance, z)
+    return all(abs(acc[0] - chance) <= noise for acc in (gain["accuracy"], gain["baseline_accuracy"]))
+
+
+def gain_verdict(gain: dict[str, Any], chance: float | None = None) -> str:
+    """A probe gain's verdict: "at chance" when ``chance`` is given and both encoders are within noise of it, else the paired one."""
+    return "at chance" if chance is not None and at_chance(gain, chance) else gain["gain"]["verdict"]
+
+
+def gain_sentence(gain: dict[str, Any], scale: float = 100.0, chance: float | None = None) -> str:
+    """The paired gain in words, encoders by short name: a gain or loss only when its CI excludes 0, else "no measurable gain".
+
+    With ``chance`` (0.5 for a balanced binary probe), two encoders both within noise of it read
+    "both at chance": a difference between two guesses is never read as a result.
+    """
+    d = gain["gain"]
+    names = labels_for([gain["model"], gain["baseline"]])
+    if chance is not None and at_chance(gain, chance):
+        noise = _chance_noise(gain, chance)
+        return (f"{names[gain['model']]} and {names[gain['baseline']]}: both at chance ({gain['accuracy'][0]:.3f} and "
+                f"{gain['baseline_accuracy'][0]:.3f}, chance {chance:g} ± {noise:.3f} on {gain['n_test']} test examples); "
+                "no result either way")
+    level = f"{d['confidence']:.0%} CI"
+    interval = (f"{level} unknown with {d['n']} seed" if math.isnan(d["low"])
+                else f"{level} {d['low'] * scale:+.1f} to {d['high'] * scale:+.1f}")
+    what = {"gain": "a measurable gain", "loss": "a measurable loss"}.get(d["verdict"], "no measurable gain")
+    return (f"{names[gain['model']]} against {names[gain['baseline']]}: {what}, {d['mean'] * scale:+.1f} points "
+            f"({interval}; {d['n']} seeds paired, {gain['n_test']} test examples)")

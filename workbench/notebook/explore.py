@@ -26,7 +26,7 @@ from ..data.masking import (
     VocabInfo,
     mask_tokens,
 )
-from .results import StatsTable
+from ..evaluation.results import StatsTable
 
 __all__ = [
     "stats_frame",

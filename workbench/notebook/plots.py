@@ -359,9 +359,17 @@ def probe_by_layer(summary: pd.DataFrame, title: str = "Linear probe accuracy by
     return fig
 
 
-def by_step(frame: pd.DataFrame, heads: Sequence[str] = ("heads_attn_cls", "heads_attn_sep", "heads_prev_max"),
-            title: str = "Over pretraining: downstream probe, MLM/NSP and attention heads") -> go.Figure:
-    """Three panels against the pretraining step: probe accuracy (and the random twin), MLM/NSP accuracy, heads."""
+def by_step(steps: Any, heads: Sequence[str] = ("heads_attn_cls", "heads_attn_sep", "heads_prev_max"),
+            title: str = "Over pretraining: downstream probe, MLM/NSP and attention heads",
+            random_accuracy: float | None = None) -> go.Figure:
+    """Three panels against the pretraining step: probe accuracy (and the random twin), MLM/NSP accuracy, heads.
+
+    ``steps``: ``progression.by_step``'s :class:`~workbench.evaluation.results.ByStep` (its twin's mean is the
+    dashed line), or its ``frame`` with ``random_accuracy`` the twin's mean (None: no line).
+    """
+    frame = getattr(steps, "frame", steps)
+    if random_accuracy is None and getattr(steps, "random_accuracy", None) is not None:
+        random_accuracy = steps.random_accuracy[0]
     _require(frame, ["step", "probe_accuracy", "probe_low", "probe_high", *heads], "by_step")
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07,
                         subplot_titles=["downstream probe (test accuracy)", "pretraining evaluation (held out)",
@@ -371,8 +379,8 @@ def by_step(frame: pd.DataFrame, heads: Sequence[str] = ("heads_attn_cls", "head
                              error_y={"type": "data", "symmetric": False, "visible": True,
                                       "array": np.nan_to_num(frame["probe_high"].to_numpy() - acc),
                                       "arrayminus": np.nan_to_num(acc - frame["probe_low"].to_numpy())}), 1, 1)
-    if "random_accuracy" in frame.attrs:
-        fig.add_hline(y=frame.attrs["random_accuracy"][0], line_dash="dash", line_color="gray", row=1, col=1,
+    if random_accuracy is not None:
+        fig.add_hline(y=random_accuracy, line_dash="dash", line_color="gray", row=1, col=1,
                       annotation_text="random twin", annotation_position="bottom right")
     for k, name in enumerate(c for c in ("mlm_accuracy", "nsp_accuracy") if c in frame.columns):
         part = frame[["step", name]].dropna()

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from workbench.evaluation.probes import probe_gain
-from workbench.notebook.results import (
+from workbench.evaluation.results import (
     LearningCurve,
     ProbeGain,
     StatsTable,
@@ -84,3 +84,21 @@ def test_probe_gain_shows_the_sentence_and_the_table_escaped():
     assert HOSTILE not in page and ESCAPED in page
     assert "measurable gain" in page and "+20.0 points" in page and "0.8200" in page
     assert result.gain["gain"]["mean"] == pytest.approx(0.2) and result.headline is headline
+
+
+def test_by_step_shows_its_baseline_field_and_escapes_the_task():
+    from workbench.evaluation.results import ByStep
+    from workbench.evaluation.stats import paired_difference
+
+    frame = pd.DataFrame({"step": [500, 1000], "checkpoint": ["/runs/x/checkpoint-500", "/runs/x/checkpoint-1000"],
+                          "probe_accuracy": [0.64, 0.70], "probe_low": [0.62, 0.68], "probe_high": [0.66, 0.72],
+                          "heads_attn_cls": [0.2, 0.1], "heads_attn_sep": [0.1, 0.3], "heads_prev_max": [0.5, 0.6]})
+    bare = ByStep(frame, HOSTILE, [0, 1, 2], 531)
+    page = bare._repr_html_()
+    assert HOSTILE not in page and ESCAPED in page and "random twin" not in page and "checkpoint-500" not in page
+    assert bare.frame is frame and not frame.attrs  # the baseline lives on the object, never in DataFrame.attrs
+    gain = paired_difference([0.70, 0.71, 0.69], [0.60, 0.62, 0.61])
+    steps = ByStep(frame, "topics", [0, 1, 2], 531, random_accuracy=(0.61, 0.59, 0.63), gain=gain)
+    text = steps.summary()
+    assert "random twin 61.0 [59.0, 63.0] points" in text and "measurable gain" in text
+    assert [s["y0"] for s in steps.figure().layout.shapes] == [0.61]

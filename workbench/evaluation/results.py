@@ -17,16 +17,16 @@ import pandas as pd
 
 from ..shortnames import labels_for
 
-__all__ = ["LearningCurve", "ProbeGain", "StatsTable", "Table", "html_table", "verdict_words"]
+__all__ = ["ByStep", "LearningCurve", "ProbeGain", "StatsTable", "Table", "html_table", "verdict_words"]
 
 _TABLE_STYLE = "border-collapse:collapse;font-size:0.9em"
 _CELL_STYLE = "padding:2px 8px;border-bottom:1px solid #e5e7eb;text-align:{align}"
 # stats.verdict()'s words, as a reader asks it: did pretraining help?
-_VERDICT_WORDS = {"gain": "measurable gain", "loss": "measurable loss"}
+_VERDICT_WORDS = {"gain": "measurable gain", "loss": "measurable loss", "at chance": "at chance"}
 
 
 def verdict_words(verdict: str) -> str:
-    """A paired difference's verdict as words: "measurable gain", "measurable loss" or "no measurable gain"."""
+    """A verdict as words: "measurable gain", "measurable loss", "at chance" (a probe gain's) or "no measurable gain"."""
     return _VERDICT_WORDS.get(verdict, "no measurable gain")
 
 
@@ -112,13 +112,13 @@ class LearningCurve:
     @classmethod
     def from_runs(cls, runs: pd.DataFrame, confidence: float = 0.95) -> LearningCurve:
         """Summarise :func:`workbench.evaluation.fair_curves.learning_curve`'s rows with ``curve_summary``."""
-        from ..evaluation.fair_curves import curve_summary
+        from .fair_curves import curve_summary
 
         return cls(runs, curve_summary(runs, confidence), confidence)
 
     def figure(self, log_x: bool = True) -> Any:
         """Accuracy against training examples, one line per init, with CI bars (a plotly figure)."""
-        from .plots import learning_curve
+        from ..notebook.plots import learning_curve
 
         return learning_curve(self.summary, log_x=log_x)
 
@@ -151,21 +151,44 @@ class LearningCurve:
 
 @dataclass
 class ProbeGain:
-    """A probe's answer: the checkpoint against its baseline in words, and every encoder's best-layer accuracy."""
+    """A probe's answer: the checkpoint against its baseline in words, and every encoder's best-layer accuracy.
+
+    ``gain``: ``probes.probe_gain``'s dict (the two accuracies, the paired gain and its CI);
+    ``headline``: ``probes.headline_table``; ``chance`` (0.5 for bigram shift): two encoders both
+    within binomial noise of it read "at chance"; ``runs``: the probe rows, for the by-layer plot.
+    """
 
     gain: Mapping[str, Any] = field(repr=False)
     headline: pd.DataFrame = field(repr=False)
+    chance: float | None = None
+    runs: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def accuracy(self) -> tuple[float, float, float]:
+        """The checkpoint's test accuracy at its chosen layers: mean, low, high over seeds."""
+        return tuple(self.gain["accuracy"])
+
+    @property
+    def baseline_accuracy(self) -> tuple[float, float, float]:
+        """The baseline's (the random twin's) test accuracy: mean, low, high over seeds."""
+        return tuple(self.gain["baseline_accuracy"])
+
+    @property
+    def verdict(self) -> str:
+        """The verdict: "at chance" (with ``chance``), else the paired gain's ("gain", "loss", "no measurable difference")."""
+        from .stats import gain_verdict
+
+        return gain_verdict(dict(self.gain), self.chance)
 
     @property
     def sentence(self) -> str:
-        """The paired gain in words (``probes.gain_sentence``)."""
-        from ..evaluation.probes import gain_sentence
+        """The paired gain in words (``stats.gain_sentence``); "both at chance" when they are."""
+        from .stats import gain_sentence
 
-        return gain_sentence(dict(self.gain))
+        return gain_sentence(dict(self.gain), chance=self.chance)
 
     def _repr_html_(self) -> str:
-        d = self.gain["gain"]
-        verdict = f'<span class="wb-verdict">{html.escape(verdict_words(d["verdict"]))}</span>'
+        verdict = f'<span class="wb-verdict">{html.escape(verdict_words(self.verdict))}</span>'
         names = labels_for(self.headline.index)
         shown = self.headline.rename(index=names)
         tips = {label: str(spec) for spec, label in names.items() if label != spec}
@@ -174,3 +197,47 @@ class ProbeGain:
 
     def __repr__(self) -> str:
         return f"{self.sentence}\n{self.headline.to_string()}"
+
+
+@dataclass
+class ByStep:
+    """``progression.by_step``'s answer: one row per kept checkpoint, and the random twin's line to clear.
+
+    ``frame``: step, checkpoint, probe accuracy (mean, CI over seeds), head statistics, MLM/NSP
+    accuracy; ``random_accuracy``: the twin's test accuracy (mean, low, high), None without a
+    baseline; ``gain``: the last step against the twin, paired by seed, when by_step probed the twin.
+    """
+
+    frame: pd.DataFrame = field(repr=False)
+    task: str = ""
+    seeds: list[int] = field(default_factory=list)
+    n_test: int = 0
+    random_accuracy: tuple[float, float, float] | None = None
+    gain: Mapping[str, Any] | None = field(default=None, repr=False)
+
+    def figure(self) -> Any:
+        """Probe accuracy with the twin's line, MLM/NSP accuracy and head statistics by step (``plots.by_step``)."""
+        from ..notebook.plots import by_step
+
+        return by_step(self)
+
+    def table(self) -> pd.DataFrame:
+        """The rows without the checkpoint paths, indexed by step."""
+        return self.frame.drop(columns="checkpoint", errors="ignore").set_index("step")
+
+    def summary(self) -> str:
+        """One line: the task and seeds, the random twin's accuracy and the last step's gain over it (in points)."""
+        text = f"probe on {self.task}: {len(self.seeds)} seeds, {self.n_test} test examples"
+        if self.random_accuracy is not None:
+            text += f"; random twin {_interval(*self.random_accuracy, scale=100.0)} points"
+        if self.gain is not None:
+            g = self.gain
+            text += (f"; last step against it {_interval(g['mean'], g['low'], g['high'], 100.0, signed=True)} points, "
+                     f"{verdict_words(g['verdict'])}")
+        return text
+
+    def _repr_html_(self) -> str:
+        return f"<p>{html.escape(self.summary())}</p>" + html_table(self.table(), "Over pretraining, by step", digits=3)
+
+    def __repr__(self) -> str:
+        return f"{self.summary()}\n{self.table().round(3).to_string()}"
