@@ -4,7 +4,7 @@ glibc's malloc serves requests above its mmap threshold (adaptive, at most 32 Mi
 ``mmap`` pages and unmaps them on ``free``, and torch's 64-byte-aligned requests do not fit back
 into the free chunks that smaller ones leave. A BERT training step allocates its large
 activations (MLM scores, the attention probabilities, gradients) anew each step, so every one
-of their pages faults in again and a CPU step takes far longer (the README gives the
+of their pages faults in again and a CPU step takes far longer (docs/results.md gives the
 measurement). Raising the mmap threshold and never trimming the heap top keeps those pages
 mapped for reuse (no faults a step in steady state).
 The same cure as preloading jemalloc or tcmalloc, which Intel's PyTorch CPU guide
