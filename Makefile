@@ -30,7 +30,7 @@ demo: venv
 
 # The unit tests and every notebook on its small defaults (nbval), in one pytest run.
 # chromium first: when it is missing and cannot be installed, stop before minutes of set-up.
-# slurm: Debian's SLURM and munge for tests/test_slurm.py (which start a single-node SLURM as root).
+# slurm: Debian's SLURM and munge for tests/report/test_slurm.py (which start a single-node SLURM as root).
 test: chromium slurm venv
 	$(BIN)/ruff check workbench tests benchmarks notebooks
 	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env \
@@ -41,7 +41,7 @@ test: chromium slurm venv
 chromium:
 	@bash .ci/ensure-chromium
 
-# tests/test_slurm.py needs Debian's slurmctld, slurmd, slurm-client and munge: installed when
+# tests/report/test_slurm.py needs Debian's slurmctld, slurmd, slurm-client and munge: installed when
 # missing (root or sudo), else a note, and those tests skip with the reason.
 slurm:
 	@bash .ci/ensure-slurm

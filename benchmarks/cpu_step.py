@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 
-from workbench.checkpoint import write_json_atomic
 from workbench.config import DataConfig, MaskingConfig, TrainConfig
-from workbench.engine import cpu_supports_bf16
-from workbench.pretraining_data import prepare_dataset
-from workbench.train import pretrain
+from workbench.data.examples import prepare_dataset
+from workbench.training.checkpoint import write_json_atomic
+from workbench.training.engine import cpu_supports_bf16
+from workbench.training.pretraining import pretrain
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pretrain_throughput import model_flops_per_token  # noqa: E402

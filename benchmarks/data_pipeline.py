@@ -25,8 +25,8 @@ sys.path.insert(0, str(HERE))
 _PHASE = r"""
 import json, resource, sys, time
 from workbench.config import DataConfig
-from workbench.pretraining_data import prepare_dataset
-from workbench.tokenizer import load_tokenizer
+from workbench.data.examples import prepare_dataset
+from workbench.data.tokenizer import load_tokenizer
 tok = load_tokenizer("builtin:minilm")
 start = time.perf_counter()
 data = prepare_dataset(DataConfig(cache_dir=sys.argv[1], dupe_factor=1, validation_fraction=0.05), tokenizer=tok)
@@ -54,7 +54,7 @@ def main() -> None:
         from datasets import load_from_disk
         from masking import bench_masking
 
-        from workbench.tokenizer import load_tokenizer
+        from workbench.data.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer("builtin:minilm")
         sequences = load_from_disk(str(Path(cold["path"]) / "dataset"))["train"]["input_ids"]

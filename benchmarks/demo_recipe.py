@@ -28,15 +28,15 @@ from typing import Any
 import pandas as pd
 import torch
 
-from workbench.checkpoint import write_json_atomic
-from workbench.config import DataConfig, FinetuneConfig, MaskingConfig, TrainConfig
-from workbench.downstream import BUILTIN_WIKIPEDIA_TOPICS
-from workbench.engine import cpu_supports_bf16
-from workbench.pretraining_data import prepare_dataset
-from workbench.probes import probe_gain, probe_models
-from workbench.stats import describe_difference, mean_ci
-from workbench.tasks import load_task
-from workbench.train import pretrain
+from workbench.config import DataConfig, FinetuneConfig, MaskingConfig, ProbeConfig, TrainConfig
+from workbench.data.examples import prepare_dataset
+from workbench.evaluation.heldout import BUILTIN_WIKIPEDIA_TOPICS
+from workbench.evaluation.probes import probe_gain, probe_models
+from workbench.evaluation.stats import describe_difference, mean_ci
+from workbench.evaluation.tasks import load_task
+from workbench.training.checkpoint import write_json_atomic
+from workbench.training.engine import cpu_supports_bf16
+from workbench.training.pretraining import pretrain
 
 __all__ = ["RECIPES", "main", "recipe_configs", "run_one", "step_seconds"]
 
@@ -77,7 +77,7 @@ def step_seconds(name: str, precision: str, work: Path, steps: int = 30, warmup:
     return sum(times) / len(times)
 
 
-def run_one(name: str, seed: int, steps: int, precision: str, work: Path, probe_seeds: list[int],
+def run_one(name: str, seed: int, steps: int, precision: str, work: Path, probes: ProbeConfig,
             twins: dict[str, Any]) -> dict[str, Any]:
     """Pretrain recipe ``name`` at ``seed`` and probe its checkpoint against the random twin."""
     data_cfg, train, mask = recipe_configs(name, seed, steps, precision, work)
@@ -87,10 +87,10 @@ def run_one(name: str, seed: int, steps: int, precision: str, work: Path, probe_
     seconds = time.perf_counter() - start
     ckpt = str(result.checkpoint)
     task = load_task(FinetuneConfig(model=ckpt, task=BUILTIN_WIKIPEDIA_TOPICS))
-    runs = probe_models([ckpt], task, probe_seeds)
+    runs = probe_models([ckpt], task, probes)
     key = f"{data_cfg.max_seq_length}"  # the twin's shape and tokenizer do not depend on the recipe's seed
     if key not in twins:
-        twins[key] = probe_models([f"random:{ckpt}"], task, probe_seeds)
+        twins[key] = probe_models([f"random:{ckpt}"], task, probes)
     twin = twins[key].assign(init=f"random:{ckpt}")
     gain = probe_gain(pd.concat([runs, twin]), ckpt, f"random:{ckpt}")
     ev = result.eval
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} {args.precision}: {result['step_seconds'][f'{name}/{args.precision}']:.3f} s/step", flush=True)
         steps = args.steps or RECIPES[name][3]
         for seed in seeds:
-            row = run_one(name, seed, steps, args.precision, args.work, list(range(args.probe_seeds)), twins)
+            row = run_one(name, seed, steps, args.precision, args.work, ProbeConfig(probe_seeds=args.probe_seeds), twins)
             result["rows"].append(row)
             print(f"{name} seed {seed}: NSP {row['nsp_accuracy']:.3f}, probe {row['probe_accuracy']:.3f} vs "
                   f"{row['twin_accuracy']:.3f}, {describe_difference(row['gain'])}, {row['pretrain_seconds']:.0f} s", flush=True)

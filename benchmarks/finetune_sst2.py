@@ -33,11 +33,11 @@ from typing import Any
 
 import torch
 
-from workbench.checkpoint import write_json_atomic
 from workbench.config import FinetuneConfig
-from workbench.curves import curve_summary, learning_curve
-from workbench.finetune import finetune
-from workbench.tasks import load_task
+from workbench.evaluation.fair_curves import curve_summary, learning_curve
+from workbench.evaluation.finetuning import finetune
+from workbench.evaluation.tasks import load_task
+from workbench.training.checkpoint import write_json_atomic
 
 __all__ = ["calibrate", "main", "run_main", "run_curve"]
 

@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 _PHASE = r"""
 import json, resource, sys, time
 start = time.perf_counter()
-import workbench.cli, workbench.finetune, workbench.pretraining_data, workbench.report  # imports apart
+import workbench.cli, workbench.evaluation.finetuning, workbench.data.examples, workbench.report  # imports apart
 def cpu():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -39,7 +39,7 @@ print(json.dumps({"code": code, "wall_seconds": time.perf_counter() - start, "im
 
 
 def _corpus(path: Path, megabytes: float, seed: int = 0) -> None:
-    from workbench.data import iter_documents
+    from workbench.data.corpora import iter_documents
 
     sentences = [s for doc in iter_documents("builtin:wikipedia") for s in doc]
     rng, out, size = random.Random(seed), [], 0

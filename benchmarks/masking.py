@@ -18,7 +18,7 @@ from typing import Any
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
 from workbench.config import MaskingConfig
-from workbench.masking import PretrainingCollator
+from workbench.data.masking import PretrainingCollator
 
 __all__ = ["bench_masking", "load_wiki_sequences"]
 

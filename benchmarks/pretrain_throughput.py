@@ -44,13 +44,13 @@ from transformers import (
     TrainingArguments,
 )
 
-from workbench.allocator import heap_in_use, retain_freed_memory
 from workbench.config import DataConfig, MaskingConfig, TrainConfig
-from workbench.engine import lr_multiplier, resolve_attention, resolve_precision
-from workbench.masking import PretrainingCollator
-from workbench.model import preset_config, pretraining_loss
-from workbench.pretraining_data import load_prepared, prepare_dataset
-from workbench.train import Pretrainer
+from workbench.data.examples import load_prepared, prepare_dataset
+from workbench.data.masking import PretrainingCollator
+from workbench.training.allocator import heap_in_use, retain_freed_memory
+from workbench.training.engine import lr_multiplier, resolve_attention, resolve_precision
+from workbench.training.model import preset_config, pretraining_loss
+from workbench.training.pretraining import Pretrainer
 
 __all__ = ["NSPCollator", "heldout_loss", "main", "matmul_peak_flops", "model_flops_per_token", "run_benchmark"]
 
@@ -110,7 +110,7 @@ class NSPCollator:
 class MemorySampler:
     """Peak RSS, heap in use (and CUDA memory) per phase, sampled by a background thread.
 
-    With the heap retained (workbench.allocator) RSS only grows, so a later phase's RSS
+    With the heap retained (workbench.training.allocator) RSS only grows, so a later phase's RSS
     includes an earlier one's freed memory; the heap in use (live allocations) does not.
     """
 

@@ -2,7 +2,7 @@
 
 Three parts, each a learning curve (100, 300, 1,000 labels x 5 seeds) of a checkpoint against
 its random twin (``random:CKPT``: the same shape and tokenizer, random weights), under the fair
-protocol of ``workbench.curves.learning_curve``: the same label samples and seeds for both,
+protocol of ``workbench.evaluation.fair_curves.learning_curve``: the same label samples and seeds for both,
 the same learning-rate grid chosen on validation, at least ``--min-steps`` steps and then early
 stopping on validation. ``builtin:minilm`` is the ceiling (its own, smaller protocol: see the
 JSON's ``ceiling`` entry and the table's footnote).
@@ -40,13 +40,13 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.checkpoint import write_json_atomic
 from workbench.config import DataConfig, FinetuneConfig, MaskingConfig, TrainConfig
-from workbench.curves import curve_summary, learning_curve
-from workbench.downstream import BUILTIN_WIKIPEDIA_TOPICS
-from workbench.splits import TaskData, stratified_sample
-from workbench.stats import describe_difference
-from workbench.tasks import load_task
+from workbench.evaluation.fair_curves import curve_summary, learning_curve
+from workbench.evaluation.heldout import BUILTIN_WIKIPEDIA_TOPICS
+from workbench.evaluation.splits import TaskData, stratified_sample
+from workbench.evaluation.stats import describe_difference
+from workbench.evaluation.tasks import load_task
+from workbench.training.checkpoint import write_json_atomic
 
 __all__ = ["PARTS", "ensure_checkpoint", "flattening", "main", "part_task", "print_table"]
 
@@ -68,8 +68,8 @@ def ensure_checkpoint(part: str, given: str, args: argparse.Namespace) -> str:
         if not Path(given).exists():
             raise SystemExit(f"error: --checkpoint-{part} {given} does not exist; pass a run dir or leave it out")
         return given
-    from workbench.pretraining_data import prepare_dataset
-    from workbench.train import pretrain
+    from workbench.data.examples import prepare_dataset
+    from workbench.training.pretraining import pretrain
 
     out = args.work / f"{part}-pretrain"
     if (out / "eval.json").is_file():

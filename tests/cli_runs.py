@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench import attention, cli, pretraining_data
-from workbench import finetune as finetune_module
+from workbench import cli
+from workbench.analysis import attention
 from workbench.config import DataConfig, TrainConfig
-from workbench.data import iter_documents
-from workbench.pretraining_data import prepare_dataset
-from workbench.train import pretrain
+from workbench.data import examples as pretraining_data
+from workbench.data.corpora import iter_documents
+from workbench.data.examples import prepare_dataset
+from workbench.evaluation import finetuning as finetune_module
+from workbench.training.pretraining import pretrain
 
 
 def build_world(base: Path) -> dict[str, Path]:
@@ -50,7 +52,7 @@ def no_work(monkeypatch) -> None:
 
     monkeypatch.setattr(pretraining_data, "_resolve_tokenizer", started)
     monkeypatch.setattr(pretraining_data, "load_prepared", started)
-    monkeypatch.setattr("workbench.pretrain_setup.load_prepared", started)
+    monkeypatch.setattr("workbench.training.run_setup.load_prepared", started)
     monkeypatch.setattr(attention, "load_attention_model", started)
     monkeypatch.setattr(finetune_module, "load_task", started)
     monkeypatch.setattr("workbench.report.runner.execute", started)

@@ -13,8 +13,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from workbench.data import iter_documents  # noqa: E402
-from workbench.tokenizer import load_tokenizer  # noqa: E402
+from workbench.data.corpora import iter_documents  # noqa: E402
+from workbench.data.tokenizer import load_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +55,7 @@ def tiny_bert(tmp_path, minilm_tokenizer):
     """A random 2-layer, 64-wide BertForPreTraining with the MiniLM tokenizer, saved to tmp_path/tiny."""
     from transformers import BertForPreTraining
 
-    from workbench.model import preset_config
+    from workbench.training.model import preset_config
 
     torch.manual_seed(0)
     model = tmp_path / "tiny"

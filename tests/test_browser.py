@@ -279,8 +279,8 @@ def test_mask_rate_slider_remasks(lab_page: tuple[Page, Watch], lab: Lab) -> Non
     sentence = ("Paris is the capital and most populous city of France, on the river Seine, and its museums "
                 f"hold paintings, sculptures and manuscripts from every century. {HOSTILE}")
     _write_notebook(lab.root / "mask_slider.ipynb",
-                    "from workbench.config import MaskingConfig\nfrom workbench.tokenizer import load_tokenizer\n"
-                    "from workbench.widgets import masking_explorer\ntok = load_tokenizer('builtin:minilm')",
+                    "from workbench.config import MaskingConfig\nfrom workbench.data.tokenizer import load_tokenizer\n"
+                    "from workbench.notebook.widgets import masking_explorer\ntok = load_tokenizer('builtin:minilm')",
                     f"masking_explorer(tok, {sentence!r}, MaskingConfig(mask_rate=0.15), seed=0)")
     page, watch = lab_page
     notebook = _run_all(page, lab, "mask_slider.ipynb", timeout_ms=2 * MINUTE_MS)
@@ -309,8 +309,8 @@ def test_rerun_button_overlays_a_new_curve(lab_page: tuple[Page, Watch], lab: La
     _write_notebook(
         lab.root / "rerun.ipynb",
         "from workbench import DataConfig, MaskingConfig\nfrom workbench.config import TrainConfig\n"
-        "from workbench.pretraining_data import prepare_dataset\nfrom workbench.train import pretrain\n"
-        "from workbench.widgets import rerun_panel\n"
+        "from workbench.data.examples import prepare_dataset\nfrom workbench.training.pretraining import pretrain\n"
+        "from workbench.notebook.widgets import rerun_panel\n"
         f"data = prepare_dataset(DataConfig(max_documents=20, max_seq_length=32, cache_dir={str(cache)!r}))\n"
         "data.dataset['validation'] = data.dataset['validation'].select(range(64))  # a quick evaluation",
         "def short_run(masking, live):\n"

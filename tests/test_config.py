@@ -54,3 +54,57 @@ def test_from_dict_coerces_strings_and_rejects_unknown_names():
         config_from_dict(DataConfig, {"max_seq_length": 12.5})
     with pytest.raises(WorkbenchError, match="not a boolean"):
         config_from_dict(MaskingConfig, {"whole_word": "maybe"})
+
+
+def test_train_and_finetune_share_one_base_and_keep_their_own_defaults():
+    from workbench.config import FinetuneConfig, LoopConfig, TrainConfig
+
+    shared = set(config_fields(LoopConfig))
+    assert len(shared) == 16 and {"lr", "weight_decay", "seed", "precision", "report_to", "out"} <= shared
+    assert issubclass(TrainConfig, LoopConfig) and issubclass(FinetuneConfig, LoopConfig)
+    # The shared fields are flat fields of both (one flag, one papermill parameter each) ...
+    assert shared <= set(config_fields(TrainConfig)) and shared <= set(config_fields(FinetuneConfig))
+    # ... with each run's own default where pretraining and fine-tuning differ.
+    train, tune = TrainConfig(), FinetuneConfig()
+    assert (train.lr, tune.lr) == (2e-3, 1e-4) and (train.seed, tune.seed) == (42, 0)
+    assert (train.dropout, tune.dropout) == (0.0, 0.1) and (train.out, tune.out) == ("runs/pretrain", "runs/finetune")
+    assert (train.weight_decay, tune.weight_decay) == (0.01, 0.01) and train.report_to == tune.report_to == "tensorboard"
+    assert "then linear decay" in config_fields(FinetuneConfig)["warmup_fraction"].metadata["help"]
+    assert "then linear decay" not in config_fields(TrainConfig)["warmup_fraction"].metadata["help"]
+    for cls in (LoopConfig, TrainConfig, FinetuneConfig):
+        assert all(f.metadata.get("help") for f in config_fields(cls).values()), cls.__name__
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"weight_decay": -0.1}, "weight_decay -0.1 must be 0 or more"),
+    ({"precision": "fp16"}, "precision 'fp16' is not one of auto, bf16, fp32"),
+    ({"report_to": "comet"}, "comet is not one of tensorboard, wandb, mlflow"),
+    ({"dropout": 1.0}, r"dropout 1.0 must be in \[0, 1\)"),
+    ({"lr": float("nan")}, "lr nan is not a finite number"),
+])
+def test_the_shared_checks_run_for_both_runs(kwargs, message):
+    from workbench.config import FinetuneConfig, TrainConfig
+
+    for cls in (TrainConfig, FinetuneConfig):
+        with pytest.raises(WorkbenchError, match=message):
+            cls(**kwargs)
+    # and each run's own checks still run after them
+    with pytest.raises(WorkbenchError, match="lr -1.0 must be positive; e.g. 1e-3"):
+        TrainConfig(lr=-1.0)
+    with pytest.raises(WorkbenchError, match="lr -1.0 must be positive; e.g. 1e-4"):
+        FinetuneConfig(lr=-1.0)
+    with pytest.raises(WorkbenchError, match="init 'x' is not pretrained or random"):
+        FinetuneConfig(init="x")
+
+
+def test_flags_list_each_commands_own_fields_first():
+    from workbench.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    flags = [o for a in sub["finetune"]._actions for o in a.option_strings if o.startswith("--") and not o.startswith("--no-") and o != "--help"]
+    assert flags[:4] == ["--model", "--init", "--tokenizer", "--task"]
+    assert flags.index("--out") < flags.index("--lr") < flags.index("--weight-decay")  # inherited flags last
+    from workbench.config import FinetuneConfig
+
+    assert sorted(f.removeprefix("--").replace("-", "_") for f in flags) == sorted(config_fields(FinetuneConfig))

@@ -34,9 +34,11 @@ def test_submodules_keep_their_names():
     modules = {m.name for m in pkgutil.iter_modules(workbench.__path__)}
     assert all(attr is None for name, (_, attr) in workbench._LAZY.items() if name in modules)
     from workbench import finetune, finetune_model
+    from workbench.evaluation import finetuning
 
-    assert finetune.__name__ == "workbench.finetune" and finetune_model is finetune.finetune
-    assert workbench.load_task is finetune.load_task
+    assert finetuning.__name__ == "workbench.evaluation.finetuning"
+    assert finetune is finetune_model is finetuning.finetune and workbench.finetune is finetune
+    assert workbench.load_task is finetuning.load_task
 
 
 def test_unknown_name_is_an_attribute_error():

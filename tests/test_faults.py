@@ -22,11 +22,16 @@ from cli_runs import no_work as _no_work
 from cli_runs import refused as _refused
 from cli_runs import run_cli as _run
 
-from workbench import pretraining_data
-from workbench.checkpoint import TRAINING_STATE, WEIGHTS, checkpoint_problem, list_checkpoints
 from workbench.config import DataConfig, TrainConfig
+from workbench.data import examples as pretraining_data
+from workbench.data.examples import load_prepared, prepare_dataset
 from workbench.outputs import MANIFEST, temp_name
-from workbench.pretraining_data import load_prepared, prepare_dataset
+from workbench.training.checkpoint import (
+    TRAINING_STATE,
+    WEIGHTS,
+    checkpoint_problem,
+    list_checkpoints,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

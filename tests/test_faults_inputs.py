@@ -19,8 +19,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertForPreTraining
 
-from workbench import data as data_module
-from workbench.attention import (
+from workbench.analysis.attention import (
     ablation_batches,
     collect_attentions,
     head_importance,
@@ -30,13 +29,14 @@ from workbench.attention import (
 )
 from workbench.cli import build_parser, main
 from workbench.config import FinetuneConfig, MaskingConfig, ProbeConfig
-from workbench.data import CorpusReport, iter_documents, source_fingerprint
+from workbench.data import corpora as data_module
+from workbench.data.corpora import CorpusReport, iter_documents, source_fingerprint
+from workbench.data.examples import build_examples, truncate_seq_pair
+from workbench.data.tokenizer import tokenizer_fingerprint, train_tokenizer
 from workbench.errors import WorkbenchError
-from workbench.finetune import finetune, load_classifier
-from workbench.model import build_model
-from workbench.pretraining_data import build_examples, truncate_seq_pair
-from workbench.tasks import load_task
-from workbench.tokenizer import tokenizer_fingerprint, train_tokenizer
+from workbench.evaluation.finetuning import finetune, load_classifier
+from workbench.evaluation.tasks import load_task
+from workbench.training.model import build_model
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:

@@ -23,11 +23,11 @@ from cli_runs import no_work as _no_work
 from cli_runs import refused as _refused
 from cli_runs import run_cli as _run
 
-from workbench import checkpoint as ckpt
-from workbench import pretraining_data
-from workbench.checkpoint import checkpoint_problem, list_checkpoints
 from workbench.config import DataConfig
-from workbench.pretraining_data import prepare_dataset
+from workbench.data import examples as pretraining_data
+from workbench.data.examples import prepare_dataset
+from workbench.training import checkpoint as ckpt
+from workbench.training.checkpoint import checkpoint_problem, list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread (conftest)
@@ -198,7 +198,7 @@ def test_a_parallel_sweep_on_a_corpus_first_use_runs_every_combination(world, tm
     params = nbformat.v4.new_code_cell('corpus = ""\ncache_dir = ""\nmask_rate = 0.1\n')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# prepare"), params, nbformat.v4.new_code_cell(
-        "from workbench.config import DataConfig\nfrom workbench.pretraining_data import prepare_dataset\n"
+        "from workbench.config import DataConfig\nfrom workbench.data.examples import prepare_dataset\n"
         "data = prepare_dataset(DataConfig(corpus=corpus, tokenizer='train', vocab_size=300, min_doc_words=0,\n"
         "                                  max_seq_length=32, cache_dir=cache_dir))\nprint(data.stats['pairs'])")]
     nbformat.write(nb, nbs / "01_prepare.ipynb")

@@ -1,8 +1,10 @@
-"""The shape of the package: no import cycles, only ``__main__`` imports the CLI, every module has ``__all__``.
+"""The shape of the package: imports run one way through the stages, no import cycles, only
+``__main__`` imports the CLI, no two modules share a name, every module has ``__all__``.
 
 The module graph is read with ``ast`` (nothing is imported), from absolute and relative
 imports anywhere in a module, inside functions too: a lazy import that closes a cycle still
-ties two modules together. Imports under ``if TYPE_CHECKING:`` never run and are left out.
+ties two modules together. Imports under ``if TYPE_CHECKING:`` never run: the runtime graph
+leaves them out, and a second check counts them (a type-only cycle still ties two modules).
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ def _modules(root: Path) -> dict[str, Path]:
     return names
 
 
-def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
-    """Every node of ``tree`` except those under ``if TYPE_CHECKING:``."""
+def _runtime_nodes(tree: ast.AST, type_checking: bool = False) -> list[ast.AST]:
+    """Every node of ``tree`` except those under ``if TYPE_CHECKING:`` (kept with ``type_checking``)."""
     nodes, stack = [], [tree]
     while stack:
         node = stack.pop()
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        if not type_checking and isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             stack.extend(node.orelse)
             continue
         nodes.append(node)
@@ -54,14 +56,16 @@ def _targets(node: ast.Import | ast.ImportFrom, name: str, is_package: bool) -> 
     return [base] + [f"{base}.{alias.name}" for alias in node.names]  # `from pkg import submodule`
 
 
-def import_graph(root: Path) -> dict[str, set[str]]:
-    """Module -> the package's modules it imports; an import of an enclosing package is no edge (it ran first)."""
+def import_graph(root: Path, type_checking: bool = False) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports; an import of an enclosing package is no edge (it ran first).
+
+    With ``type_checking`` the imports under ``if TYPE_CHECKING:`` count too."""
     modules = _modules(root)
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         is_package = path.name == "__init__.py"
         edges = set()
-        for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
+        for node in _runtime_nodes(ast.parse(path.read_text(), str(path)), type_checking):
             if isinstance(node, ast.Import | ast.ImportFrom):
                 edges.update(t for t in _targets(node, name, is_package) if t in modules)
         graph[name] = {t for t in edges if t != name and not name.startswith(t + ".")}
@@ -92,6 +96,40 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+# Stages in import order: a module imports only from its own stage or earlier ones. Top-level
+# modules are the base stage; a subpackage is the stage of its name; the face may import anything.
+STAGES = ("base", "data", "training", "evaluation", "analysis", "notebook", "report")
+FACE = {"workbench", "workbench.__main__", "workbench.cli", "workbench.demo"}
+# Known imports against the stage order, each with its reason; the test fails when one disappears.
+ALLOWED_UPWARD = {
+    ("workbench.builtin", "workbench.training.checkpoint"):
+        "resolve_pretrained maps a pretraining run folder to its newest checkpoint (a lazy import)",
+    ("workbench.evaluation.results", "workbench.notebook.plots"):
+        "a result object draws itself (figure()) with the notebook's plots (a lazy import)",
+}
+
+
+def stage(module: str) -> str | None:
+    """The stage of a dotted module name (None for the face)."""
+    if module in FACE:
+        return None
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in STAGES[1:] else "base"
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Every (importer, imported) edge against the stage order; importing the face counts as upward."""
+    rank = {name: i for i, name in enumerate(STAGES)}
+    bad = []
+    for name, edges in sorted(graph.items()):
+        if stage(name) is None:
+            continue
+        for target in sorted(edges):
+            if stage(target) is None or rank[stage(target)] > rank[stage(name)]:
+                bad.append((name, target))
+    return bad
+
+
 # ----------------------------------------------------------------------------- the checker itself
 def test_find_cycle_on_synthetic_graphs():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
@@ -116,7 +154,57 @@ def test_import_graph_finds_a_cycle_through_a_lazy_relative_import(tmp_path):
     assert find_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.a"]
 
 
+def test_import_graph_counts_type_checking_imports_when_asked(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .b import B\n")
+    (pkg / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import A\n")
+    assert find_cycle(import_graph(pkg)) is None
+    assert find_cycle(import_graph(pkg, type_checking=True)) == ["pkg.a", "pkg.b", "pkg.a"]
+
+
+def test_upward_imports_on_synthetic_graphs():
+    assert stage("workbench.config") == "base" and stage("workbench.data") == "data"
+    assert stage("workbench.report.sweep") == "report" and stage("workbench.cli") is None
+    graph = {"workbench.evaluation.probes": {"workbench.training.engine", "workbench.config"},
+             "workbench.data.masking": {"workbench.analysis.attention"},  # data may not use analysis
+             "workbench.training.model": {"workbench.demo"},  # nor may any stage use the face
+             "workbench.cli": {"workbench.report.runner"}}  # the face may use anything
+    assert upward_imports(graph) == [("workbench.data.masking", "workbench.analysis.attention"),
+                                     ("workbench.training.model", "workbench.demo")]
+
+
 # ----------------------------------------------------------------------------- workbench
+def test_every_subpackage_is_a_stage():
+    packages = {name.split(".")[1] for name in _modules(PACKAGE) if name.count(".") >= 2}
+    assert packages == set(STAGES[1:]), f"subpackages {sorted(packages)} vs stages {STAGES[1:]}"
+
+
+def test_imports_run_one_way_through_the_stages():
+    graph = import_graph(PACKAGE, type_checking=True)
+    bad = [edge for edge in upward_imports(graph) if edge not in ALLOWED_UPWARD]
+    assert not bad, "imports against the stage order " + " < ".join(STAGES) + ": " + ", ".join(
+        f"{a} ({stage(a)}) imports {b} ({stage(b) or 'face'})" for a, b in bad)
+    stale = set(ALLOWED_UPWARD) - set(upward_imports(graph))
+    assert not stale, f"ALLOWED_UPWARD lists imports that are gone: {sorted(stale)}"
+
+
+def test_no_two_modules_share_a_name():
+    seen: dict[str, list[str]] = {}
+    for name in _modules(PACKAGE):
+        leaf = name.rpartition(".")[2]
+        if leaf not in ("workbench", "__main__") and name.count(".") >= (2 if leaf in STAGES else 1):
+            seen.setdefault(leaf, []).append(name)
+    shared = {leaf: names for leaf, names in seen.items() if len(names) > 1}
+    assert not shared, f"modules sharing a name: {shared}"
+
+
+def test_workbench_has_no_import_cycle_through_type_checking_imports():
+    cycle = find_cycle(import_graph(PACKAGE, type_checking=True))
+    assert cycle is None, "import cycle (counting `if TYPE_CHECKING:` imports): " + " -> ".join(cycle or [])
+
+
 def test_workbench_has_no_import_cycle():
     graph = import_graph(PACKAGE)
     assert len(graph) > 20 and "workbench.report.runner" in graph

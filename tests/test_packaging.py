@@ -34,6 +34,21 @@ def test_environment_yml_matches_pyproject():
     assert tuple(map(int, python.split("=")[1].split("."))) >= tuple(map(int, low.split(".")))
 
 
+
+def _duplicates(requirements: list[str]) -> list[str]:
+    names = [_normalise(r)[0] for r in requirements]
+    return sorted({n for n in names if names.count(n) > 1})
+
+
+def test_every_dependency_is_declared_once():
+    # A set comparison above cannot see a package pinned twice (scipy once was, with two specs).
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert _duplicates(["scipy>=1.10", "numpy", "SciPy >=1.11"]) == ["scipy"]
+    assert _duplicates(project["dependencies"] + project["optional-dependencies"]["dev"]) == []
+    assert _duplicates(pip_section) == []
+
 def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
@@ -98,7 +113,7 @@ def test_every_import_is_a_declared_dependency():
 def test_import_check_catches_an_undeclared_module():
     # the walk sees imports inside functions and from-imports, and skips relative ones
     assert _imported_modules("import a.b\nfrom c.d import e\nfrom . import f\ndef g():\n    import h\n") == {"a", "c", "h"}
-    assert "scipy" in _code_imports() and "workbench/attention.py" in _code_imports()["scipy"]
+    assert "scipy" in _code_imports() and "workbench/analysis/attention.py" in _code_imports()["scipy"]
 
 
 # ------------------------------------------------------------------ chromium for `make test`

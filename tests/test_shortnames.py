@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from workbench import plots
-from workbench.probes import gain_sentence, probe_gain
-from workbench.results import ProbeGain
+from workbench.evaluation.probes import gain_sentence, probe_gain
+from workbench.evaluation.results import ProbeGain
+from workbench.notebook import plots
 from workbench.shortnames import label_for, labels_for, short_value
 
 RUN = "/home/ada/workbench/reports/20261203-081200-ab12cd/checkpoint"

@@ -5,8 +5,9 @@ The package's face: the configs and verbs a notebook needs, importable from ``wo
 the table below changes. Configs and the error type load at once; every other name loads its
 module on first use (PEP 562), so ``import workbench`` (and the CLI's start) does not pull in torch.
 
-The fine-tuning verb is ``finetune_model``: ``workbench.finetune`` is the submodule's name, and
-Python rebinds a package attribute to the submodule whenever that submodule loads.
+The modules live in stage subpackages (``data``, ``training``, ``evaluation``, ``analysis``,
+``notebook``, ``report``); the table below maps each face name to its module. The fine-tuning verb
+is ``finetune`` (its module is ``evaluation.finetuning``); ``finetune_model`` is its older name.
 """
 
 from __future__ import annotations
@@ -29,56 +30,57 @@ __version__ = "0.1.0"
 # name -> (module, attribute in it); an attribute of None is the module itself.
 _LAZY: dict[str, tuple[str, str | None]] = {
     # data: the corpus and the pretraining examples
-    "iter_documents": ("data", "iter_documents"),
-    "prepare_dataset": ("pretraining_data", "prepare_dataset"),
+    "iter_documents": ("data.corpora", "iter_documents"),
+    "prepare_dataset": ("data.examples", "prepare_dataset"),
     # pretraining
-    "build_model": ("model", "build_model"),
-    "pretrain": ("train", "pretrain"),
-    "list_checkpoints": ("checkpoint", "list_checkpoints"),
+    "build_model": ("training.model", "build_model"),
+    "pretrain": ("training.pretraining", "pretrain"),
+    "list_checkpoints": ("training.checkpoint", "list_checkpoints"),
     # attention heads
-    "load_attention_model": ("attention", "load_attention_model"),
-    "head_statistics": ("attention", "head_statistics"),
-    "notable_heads": ("attention", "notable_heads"),
-    "head_importance": ("attention", "head_importance"),
-    "head_view": ("views", "head_view"),
-    "model_view": ("views", "model_view"),
+    "load_attention_model": ("analysis.attention", "load_attention_model"),
+    "head_statistics": ("analysis.attention", "head_statistics"),
+    "notable_heads": ("analysis.attention", "notable_heads"),
+    "head_importance": ("analysis.attention", "head_importance"),
+    "head_view": ("notebook.views", "head_view"),
+    "model_view": ("notebook.views", "model_view"),
     # downstream: tasks, fine-tuning, probes, learning curves
-    "load_task": ("tasks", "load_task"),
-    "finetune_model": ("finetune", "finetune"),
-    "learning_curve": ("curves", "learning_curve"),
-    "curve_summary": ("curves", "curve_summary"),
-    "lr_grid": ("curves", "lr_grid"),
-    "probe_models": ("probes", "probe_models"),
-    "probe_gain": ("probes", "probe_gain"),
-    "by_step": ("progression", "by_step"),
+    "load_task": ("evaluation.tasks", "load_task"),
+    "finetune": ("evaluation.finetuning", "finetune"),
+    "finetune_model": ("evaluation.finetuning", "finetune"),
+    "learning_curve": ("evaluation.fair_curves", "learning_curve"),
+    "curve_summary": ("evaluation.fair_curves", "curve_summary"),
+    "lr_grid": ("evaluation.fair_curves", "lr_grid"),
+    "probe_models": ("evaluation.probes", "probe_models"),
+    "probe_gain": ("evaluation.probes", "probe_gain"),
+    "by_step": ("analysis.progression", "by_step"),
     # results that show themselves
-    "HeadView": ("views", "HeadView"),
-    "LearningCurve": ("results", "LearningCurve"),
-    "ProbeGain": ("results", "ProbeGain"),
-    "StatsTable": ("results", "StatsTable"),
-    "Table": ("results", "Table"),
-    "mask_example": ("explore", "mask_example"),
-    "pairs_view": ("explore", "pairs_view"),
-    "stats_table": ("explore", "stats_table"),
+    "HeadView": ("notebook.views", "HeadView"),
+    "LearningCurve": ("evaluation.results", "LearningCurve"),
+    "ProbeGain": ("evaluation.results", "ProbeGain"),
+    "StatsTable": ("evaluation.results", "StatsTable"),
+    "Table": ("evaluation.results", "Table"),
+    "mask_example": ("notebook.explore", "mask_example"),
+    "pairs_view": ("notebook.explore", "pairs_view"),
+    "stats_table": ("notebook.explore", "stats_table"),
     # notebook helpers
     "record_metrics": ("report", "record_metrics"),
-    "LiveCurves": ("widgets", "LiveCurves"),
-    "rerun_panel": ("widgets", "rerun_panel"),
-    "masking_explorer": ("widgets", "masking_explorer"),
-    "attention_explorer": ("widgets", "attention_explorer"),
+    "LiveCurves": ("notebook.widgets", "LiveCurves"),
+    "rerun_panel": ("notebook.widgets", "rerun_panel"),
+    "masking_explorer": ("notebook.widgets", "masking_explorer"),
+    "attention_explorer": ("notebook.widgets", "attention_explorer"),
     # modules used as namespaces in the notebooks
-    "attention": ("attention", None),
+    "attention": ("analysis.attention", None),
     "demo": ("demo", None),
-    "explore": ("explore", None),
-    "plots": ("plots", None),
-    "probes": ("probes", None),
-    "views": ("views", None),
-    "widgets": ("widgets", None),
+    "explore": ("notebook.explore", None),
+    "plots": ("notebook.plots", None),
+    "probes": ("evaluation.probes", None),
+    "views": ("notebook.views", None),
+    "widgets": ("notebook.widgets", None),
 }
 
 __all__ = [
     "attention", "attention_explorer", "AttentionConfig", "build_model", "by_step", "curve_summary",
-    "DataConfig", "demo", "explore", "finetune_model", "FinetuneConfig", "head_importance", "head_statistics",
+    "DataConfig", "demo", "explore", "finetune", "finetune_model", "FinetuneConfig", "head_importance", "head_statistics",
     "head_view", "HeadView", "iter_documents", "learning_curve", "LearningCurve", "list_checkpoints",
     "LiveCurves", "load_attention_model", "load_task", "lr_grid", "mask_example", "masking_explorer",
     "MaskingConfig", "model_view", "notable_heads", "pairs_view", "plots", "prepare_dataset", "pretrain",

@@ -36,7 +36,9 @@ def resolve_pretrained(spec: str) -> str:
         raise WorkbenchError(f"unknown builtin model {spec!r}; the builtin model is {MINILM}")
     path = Path(spec).expanduser()
     if path.is_dir() and not (path / "config.json").is_file():
-        from .checkpoint import latest_checkpoint  # lazy: torch is not needed to resolve names
+        from .training.checkpoint import (
+            latest_checkpoint,  # lazy: torch is not needed to resolve names
+        )
 
         newest = latest_checkpoint(path)
         return str(newest) if newest is not None else spec  # e.g. a tokenizer-only dir

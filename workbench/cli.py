@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import inspect
 import math
 import os
 import sys
@@ -40,7 +41,11 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, dest_prefix: str
     """Add one ``--field-name`` flag per dataclass field, with its help text; defaults stay in the dataclass."""
     group = parser.add_argument_group(cls.__name__)
     hints = typing.get_type_hints(cls)
-    for name, f in config_fields(cls).items():
+    fields = config_fields(cls)
+    # The class's own fields first, in the order it declares them; then those it inherits (LoopConfig's).
+    own = [name for name in inspect.get_annotations(cls) if name in fields]
+    for name in [*own, *(n for n in fields if n not in own)]:
+        f = fields[name]
         flag = "--" + name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         # argparse %-formats help text (for %(default)s): a literal "46% IsNext" must be "%%".
@@ -79,7 +84,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_out_path(args.out)  # before the heavy imports: a refusal is instant
 
-    from .pretraining_data import prepare_dataset
+    from .data.examples import prepare_dataset
 
     data = prepare_dataset(cfg, out_dir=args.out)
     print(format_table(data.stats, f"prepared {data.path}"))
@@ -89,7 +94,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from .train import pretrain
+    from .training.pretraining import pretrain
 
     result = pretrain(_config_from_args(TrainConfig, args), _config_from_args(MaskingConfig, args))
     if result.is_main_process:
@@ -100,7 +105,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_heads(args: argparse.Namespace) -> int:
-    from .heads import run_heads
+    from .analysis.heads import run_heads
 
     cfg = _config_from_args(AttentionConfig, args)
     result = run_heads(cfg, args.out)
@@ -116,7 +121,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     if not cfg.out:
         raise WorkbenchError("--out is empty; pass --out DIR for results.json and predictions.tsv")
 
-    from .finetune import RESULTS_FILE, finetune
+    from .evaluation.finetuning import RESULTS_FILE, finetune
 
     r = finetune(cfg).results
     shown = {k: r[k] for k in FINETUNE_SHOWN}

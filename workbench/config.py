@@ -19,6 +19,7 @@ from .errors import WorkbenchError
 __all__ = [
     "DataConfig",
     "MaskingConfig",
+    "LoopConfig",
     "TrainConfig",
     "AttentionConfig",
     "FinetuneConfig",
@@ -41,8 +42,8 @@ OBJECTIVES = ("nsp", "sop", "mlm")
 PRECISIONS = ("auto", "bf16", "fp32")
 ATTENTIONS = ("auto", "sdpa", "eager")
 SCHEDULES = ("linear", "one_cycle")
-TRACKERS = ("tensorboard", "wandb", "mlflow")  # --report-to (workbench.trackers)
-PRESET_NAMES = ("tiny", "mini", "small", "medium", "base")  # sizes in workbench.model.PRESETS
+TRACKERS = ("tensorboard", "wandb", "mlflow")  # --report-to (workbench.training.trackers)
+PRESET_NAMES = ("tiny", "mini", "small", "medium", "base")  # sizes in workbench.training.model.PRESETS
 C = TypeVar("C")
 
 
@@ -162,70 +163,85 @@ class MaskingConfig:
 
 
 @dataclass
-class TrainConfig:
-    """A pretraining run: data, model, optimisation, evaluation and checkpoints."""
+class LoopConfig:
+    """What pretraining and fine-tuning share: the output dir, optimisation, arithmetic, evaluation cadence and trackers.
 
-    data: str = _help("Prepared dataset dir (`workbench prepare --out DIR`); empty: prepare the builtin Wikipedia default.", "")
+    :class:`TrainConfig` and :class:`FinetuneConfig` inherit these fields (their flags and
+    papermill parameters stay flat: ``--lr``, ``lr = ...``); the defaults and help here are
+    pretraining's, and :class:`FinetuneConfig` overrides the ten whose default or help differ.
+    """
+
     out: str = _help("Run dir for checkpoints, metrics.jsonl and eval.json.", "runs/pretrain")
-    objective: str = _help("Sentence objective: `auto` (the data's), `nsp`, `sop` or `mlm`; must match the data.", "auto")
-    preset: str = _help("Model size (Turc et al. 2019): tiny, mini, small, medium or base (tiny: the default CPU run).", "tiny")
-    init: str = _help("Start from a checkpoint (dir, hub name or builtin:minilm) instead of from scratch; its size replaces --preset.", "")
     dropout: float = _help("Hidden and attention dropout; 0 as in Cramming (short runs underfit, and dropout slows a CPU step).", 0.0)
     max_steps: int = _help("Optimizer steps (NSP starts to generalise after about 100k pairs).", 3500)
     batch_size: int = _help("Examples per process per micro-step; global batch = batch_size x processes x grad_accum.", 64)
-    grad_accum: int = _help("Micro-steps accumulated per optimizer step.", 1)
     lr: float = _help("Peak learning rate (2e-3 suits tiny, 1e-3 mini/small; ~1e-4 for base or --init).", 2e-3)
     weight_decay: float = _help("AdamW weight decay (not on biases and LayerNorm).", 0.01)
-    adam_beta1: float = _help("AdamW beta1.", 0.9)
-    adam_beta2: float = _help("AdamW beta2 (0.98 as RoBERTa: steadier at high learning rates).", 0.98)
-    adam_eps: float = _help("AdamW epsilon.", 1e-6)
-    schedule: str = _help("LR schedule: `linear` (warm-up then linear decay to 0) or `one_cycle` (cosine up, cosine down).", "linear")
     warmup_fraction: float = _help("Fraction of max_steps spent warming up.", 0.1)
     max_grad_norm: float = _help("Clip the gradient norm to this (0 = no clipping).", 1.0)
     precision: str = _help("`auto` (bf16 on CUDA with bf16 or a CPU with AVX512-BF16/AMX, else fp32), `bf16` or `fp32`.", "auto")
-    attention: str = _help("Attention kernel: `auto` (sdpa on CUDA, where it runs fused flash kernels; eager matmul-softmax on CPU, "
-                           "where sdpa's backward is slower), `sdpa` or `eager`.", "auto")
     compile: bool = _help("torch.compile the encoder (minutes of compile time; pays off on long GPU runs).", False)
     seed: int = _help("Seed of initialisation, data order and masks.", 42)
     eval_every: int = _help("Evaluate on the validation split every this many steps (0 = at the end only).", 500)
     eval_batch_size: int = _help("Examples per evaluation batch.", 64)
-    save_every: int = _help("Checkpoint every this many steps (0 = at the end only).", 500)
-    keep_checkpoints: int = _help("Keep the last this many checkpoints.", 2)
-    keep_every: int = _help(
-        "Also keep every checkpoint whose step is a multiple of this (0 = none), for curves over pretraining "
-        "(workbench.progression); checkpoints are written every save_every steps, so keep_every = save_every keeps all.", 0)
     log_every: int = _help("Append training metrics to metrics.jsonl and call callbacks every this many steps.", 1)
     report_to: str = _help("Experiment trackers, a comma list of tensorboard, wandb, mlflow, or `none`; they log under --out "
                            "(wandb and mlflow are optional extras: pip install 'workbench[wandb]').", "tensorboard")
     progress: bool = _help("Show a progress bar.", True)
+
+    def __post_init__(self) -> None:
+        """The checks both runs share; a subclass calls this first, then checks its own fields."""
+        _check_finite(self)
+        _check(0.0 <= self.dropout < 1.0, f"dropout {self.dropout} must be in [0, 1); BERT uses 0.1")
+        _check(self.weight_decay >= 0.0, f"weight_decay {self.weight_decay} must be 0 or more")
+        _check(0.0 <= self.warmup_fraction < 1.0, f"warmup_fraction {self.warmup_fraction} must be in [0, 1)")
+        _check(self.max_grad_norm >= 0.0, f"max_grad_norm {self.max_grad_norm} must be 0 (off) or more")
+        _check(self.precision in PRECISIONS, f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        _check(self.log_every >= 1, f"log_every {self.log_every} must be 1 or more")
+        _check_report_to(self.report_to)
+
+
+@dataclass
+class TrainConfig(LoopConfig):
+    """A pretraining run: data, model, optimisation, evaluation and checkpoints (the shared fields: :class:`LoopConfig`)."""
+
+    data: str = _help("Prepared dataset dir (`workbench prepare --out DIR`); empty: prepare the builtin Wikipedia default.", "")
+    objective: str = _help("Sentence objective: `auto` (the data's), `nsp`, `sop` or `mlm`; must match the data.", "auto")
+    preset: str = _help("Model size (Turc et al. 2019): tiny, mini, small, medium or base (tiny: the default CPU run).", "tiny")
+    init: str = _help("Start from a checkpoint (dir, hub name or builtin:minilm) instead of from scratch; its size replaces --preset.", "")
+    grad_accum: int = _help("Micro-steps accumulated per optimizer step.", 1)
+    adam_beta1: float = _help("AdamW beta1.", 0.9)
+    adam_beta2: float = _help("AdamW beta2 (0.98 as RoBERTa: steadier at high learning rates).", 0.98)
+    adam_eps: float = _help("AdamW epsilon.", 1e-6)
+    schedule: str = _help("LR schedule: `linear` (warm-up then linear decay to 0) or `one_cycle` (cosine up, cosine down).", "linear")
+    attention: str = _help("Attention kernel: `auto` (sdpa on CUDA, where it runs fused flash kernels; eager matmul-softmax on CPU, "
+                           "where sdpa's backward is slower), `sdpa` or `eager`.", "auto")
+    save_every: int = _help("Checkpoint every this many steps (0 = at the end only).", 500)
+    keep_checkpoints: int = _help("Keep the last this many checkpoints.", 2)
+    keep_every: int = _help(
+        "Also keep every checkpoint whose step is a multiple of this (0 = none), for curves over pretraining "
+        "(workbench.analysis.progression); checkpoints are written every save_every steps, so keep_every = save_every keeps all.", 0)
     resume: bool = _help("Continue the run in --out from its last checkpoint (the config must match).", False)
     overwrite: bool = _help("Start over in an --out that holds a previous run or other files (other files are kept).", False)
 
     def __post_init__(self) -> None:
-        _check_finite(self)
+        super().__post_init__()
         _check(self.objective in ("auto", *OBJECTIVES), f"objective {self.objective!r} is not one of auto, {', '.join(OBJECTIVES)}; pass --objective auto to use the data's")
         _check(bool(self.out), "out is empty; pass --out DIR for checkpoints and metrics")
         _check(self.preset in PRESET_NAMES, f"preset {self.preset!r} is not one of {', '.join(PRESET_NAMES)}")
-        _check(self.dropout >= 0.0 and self.dropout < 1.0, f"dropout {self.dropout} must be in [0, 1); BERT uses 0.1")
         _check(self.max_steps >= 1, f"max_steps {self.max_steps} must be 1 or more")
         _check(self.batch_size >= 1, f"batch_size {self.batch_size} must be 1 or more")
         _check(self.grad_accum >= 1, f"grad_accum {self.grad_accum} must be 1 or more")
         _check(self.lr > 0.0, f"lr {self.lr} must be positive; e.g. 1e-3")
-        _check(self.weight_decay >= 0.0, f"weight_decay {self.weight_decay} must be 0 or more")
         _check(0.0 <= self.adam_beta1 < 1.0 and 0.0 <= self.adam_beta2 < 1.0, f"adam betas ({self.adam_beta1}, {self.adam_beta2}) must be in [0, 1)")
         _check(self.adam_eps > 0.0, f"adam_eps {self.adam_eps} must be positive")
         _check(self.schedule in SCHEDULES, f"schedule {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        _check(0.0 <= self.warmup_fraction < 1.0, f"warmup_fraction {self.warmup_fraction} must be in [0, 1)")
-        _check(self.max_grad_norm >= 0.0, f"max_grad_norm {self.max_grad_norm} must be 0 (off) or more")
-        _check(self.precision in PRECISIONS, f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         _check(self.attention in ATTENTIONS, f"attention {self.attention!r} is not one of {', '.join(ATTENTIONS)}")
         _check(self.eval_every >= 0 and self.save_every >= 0, "eval_every and save_every must be 0 (at the end only) or more")
         _check(self.eval_batch_size >= 1, f"eval_batch_size {self.eval_batch_size} must be 1 or more")
         _check(self.keep_checkpoints >= 1, f"keep_checkpoints {self.keep_checkpoints} must be 1 or more")
         _check(self.keep_every >= 0, f"keep_every {self.keep_every} must be 0 (none) or more")
-        _check(self.log_every >= 1, f"log_every {self.log_every} must be 1 or more")
         _check(not (self.resume and self.overwrite), "--resume and --overwrite contradict each other; pass one")
-        _check_report_to(self.report_to)
 
 
 @dataclass
@@ -280,8 +296,13 @@ class ProbeConfig:
 
 
 @dataclass
-class FinetuneConfig:
-    """A fine-tuning run: classify single sentences or sentence pairs (`workbench finetune`)."""
+class FinetuneConfig(LoopConfig):
+    """A fine-tuning run: classify single sentences or sentence pairs (`workbench finetune`).
+
+    The fields shared with pretraining come from :class:`LoopConfig`; the ten whose default or help
+    differ from pretraining's are declared again here (out, dropout, max_steps, batch_size, lr,
+    warmup_fraction, seed, eval_every, eval_batch_size, log_every).
+    """
 
     model: str = _help(
         "Checkpoint: a workbench run dir or checkpoint, builtin:minilm, a local dir or a hub name; "
@@ -312,16 +333,12 @@ class FinetuneConfig:
     max_steps: int = _help("Optimizer steps (0 = from --epochs and --min-steps).", 0)
     batch_size: int = _help("Examples per process per step.", 32)
     lr: float = _help("Peak learning rate (small BERTs: 1e-4; base: 2e-5 to 5e-5).", 1e-4)
-    weight_decay: float = _help("AdamW weight decay (not on biases and LayerNorm).", 0.01)
     warmup_fraction: float = _help("Fraction of the steps spent warming up; then linear decay to 0.", 0.1)
-    max_grad_norm: float = _help("Clip the gradient norm to this (0 = no clipping).", 1.0)
     dropout: float = _help("Hidden, attention and classifier dropout.", 0.1)
     eval_every: int = _help("Validate every this many steps (0 = ten times per run).", 0)
     patience: int = _help("Stop after this many validations without a better accuracy, keeping the best weights (0 = never).", 3)
     eval_batch_size: int = _help("Examples per evaluation batch (sorted by length).", 128)
     group_by_length: bool = _help("Batch training examples of similar length (less padding: faster on CPU).", True)
-    precision: str = _help("`auto` (bf16 on CUDA with bf16 or a CPU with AVX512-BF16/AMX, else fp32), `bf16` or `fp32`.", "auto")
-    compile: bool = _help("torch.compile the encoder (minutes of compile time; pays off on long GPU runs).", False)
     seed: int = _help("Seed of the classifier initialisation, the data order and the --train-size sample.", 0)
     lr_grid: str = _help(
         "Learning curves (fair protocol): learning rates every initialisation tries, the one with the best mean "
@@ -346,13 +363,10 @@ class FinetuneConfig:
         20.0,
     )
     save_model: bool = _help("Also save the fine-tuned model and tokenizer to OUT/model.", False)
-    report_to: str = _help("Experiment trackers, a comma list of tensorboard, wandb, mlflow, or `none`; they log under --out "
-                           "(wandb and mlflow are optional extras: pip install 'workbench[wandb]').", "tensorboard")
     log_every: int = _help("Call callbacks with training metrics every this many steps.", 1)
-    progress: bool = _help("Show a progress bar.", True)
 
     def __post_init__(self) -> None:
-        _check_finite(self)
+        super().__post_init__()
         _check(bool(self.model), "model is empty; pass --model builtin:minilm or a checkpoint dir")
         _check(bool(self.task), "task is empty; pass --task builtin:rt-polarity, a data file or dir")
         _check(self.init in ("pretrained", "random"), f"init {self.init!r} is not pretrained or random; pass --init random for a random baseline")
@@ -366,14 +380,7 @@ class FinetuneConfig:
         _check(self.min_steps >= 0 and self.max_steps >= 0, "min_steps and max_steps must be 0 or more")
         _check(self.batch_size >= 1 and self.eval_batch_size >= 1, "batch_size and eval_batch_size must be 1 or more")
         _check(self.lr > 0.0, f"lr {self.lr} must be positive; e.g. 1e-4")
-        _check(self.weight_decay >= 0.0, f"weight_decay {self.weight_decay} must be 0 or more")
-        _check(0.0 <= self.warmup_fraction < 1.0, f"warmup_fraction {self.warmup_fraction} must be in [0, 1)")
-        _check(self.max_grad_norm >= 0.0, f"max_grad_norm {self.max_grad_norm} must be 0 (off) or more")
-        _check(0.0 <= self.dropout < 1.0, f"dropout {self.dropout} must be in [0, 1); BERT uses 0.1")
         _check(self.eval_every >= 0 and self.patience >= 0, "eval_every and patience must be 0 or more")
-        _check(self.precision in PRECISIONS, f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
-        _check(self.log_every >= 1, f"log_every {self.log_every} must be 1 or more")
-        _check_report_to(self.report_to)
         _check(self.curve_min_steps >= 0, f"curve_min_steps {self.curve_min_steps} must be 0 or more")
         _check(self.lr_grid_seeds >= 0, f"lr_grid_seeds {self.lr_grid_seeds} must be 0 (every seed) or more")
         _check(self.curve_epochs > 0.0, f"curve_epochs {self.curve_epochs} must be positive")

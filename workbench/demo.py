@@ -17,7 +17,7 @@ from typing import Any
 
 from .config import PRECISIONS, FinetuneConfig
 from .errors import WorkbenchError
-from .stats import mean_ci
+from .evaluation.stats import mean_ci
 
 __all__ = ["DEMO_PARAMS", "DEMO_SEQ_LENGTH", "DEMO_STEPS", "RECIPE_RUNS", "demo_params", "recipe_note", "recipe_spread"]
 

@@ -55,7 +55,7 @@ from .atomic import (
     write_text_atomic,
 )
 from .errors import WorkbenchError, special_kind
-from .records import changed_content, describe, extras, identity, mismatch, same_entry
+from .manifest import changed_content, describe, extras, identity, mismatch, same_entry
 
 __all__ = [
     "ASIDE",

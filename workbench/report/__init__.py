@@ -13,7 +13,7 @@ writes a comparison page with mean ± 95% CI over seeds and training curves with
 Modules by job: ``metrics`` (record_metrics), ``params`` and ``configcheck`` (parameters),
 ``runner`` (one run), ``sweep``/``pool``/``worker`` (sweeps), ``pages``/``runstable`` (the index's runs
 table)/``gainplot`` (the gain across runs)/``sweeppage``/``curves``/``figures``/``export``/``markup``
-(HTML), ``records`` (run.json), ``files`` (folders and locks).
+(HTML), ``records`` (run.json, RunResult and SweepResult), ``files`` (folders and locks).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from __future__ import annotations
 from .metrics import METRICS_MIMETYPE, record_metrics
 from .pages import write_reports_index
 from .params import NotebookParam, find_notebooks, load_params_file, notebook_parameters
-from .records import NotebookResult, RunResult
+from .records import NotebookResult, RunResult, SweepResult
 from .runner import RunInterrupted, run_report
-from .sweep import SweepResult, run_sweep
+from .sweep import run_sweep
 
 __all__ = [
     "METRICS_MIMETYPE",

@@ -71,7 +71,7 @@ def band_figure(groups: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]) -> 
     from plotly.colors import qualitative
     from plotly.subplots import make_subplots
 
-    from ..stats import mean_ci
+    from ..evaluation.stats import mean_ci
 
     ys = [y for y in CURVES if any(y in row for curves in groups.values() for rows in curves for row in rows)]
     fig = make_subplots(rows=len(ys), cols=1, shared_xaxes=True, subplot_titles=ys, vertical_spacing=0.08)

@@ -24,7 +24,7 @@ __all__ = ["FIGURE_MIMETYPE", "RENDERER", "notebook_figures", "save_figures", "w
 FIGURE_MIMETYPE = "application/vnd.plotly.v1+json"
 RENDERER = "notebook+plotly_mimetype"  # HTML for the report page, JSON for the figures folder
 PLOTLY_JS = "plotly.min.js"
-IMAGES_NOTE = ("SVG and PNG for a paper: workbench.plots.save(plotly.io.read_json(JSON_PATH), STEM) writes STEM.svg, "
+IMAGES_NOTE = ("SVG and PNG for a paper: workbench.notebook.plots.save(plotly.io.read_json(JSON_PATH), STEM) writes STEM.svg, "
                "STEM.png and STEM.html (kaleido draws them with chromium)")
 
 

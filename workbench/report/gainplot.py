@@ -3,7 +3,7 @@
 Up to three varying parameters get a panel each (the gain with CI bars against the parameter's
 values); more get one parallel-coordinates figure (each parameter an axis, then the gain and its
 CI bounds). The reports index draws it over its runs, a sweep's page over its combinations.
-Every string that reaches plotly is escaped, as in ``workbench.plots``.
+Every string that reaches plotly is escaped, as in ``workbench.notebook.plots``.
 """
 
 from __future__ import annotations

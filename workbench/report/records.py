@@ -1,4 +1,5 @@
-"""What a run leaves behind: the ``run.json`` record, written by the runner and read back by indexes and sweeps."""
+"""What a run leaves behind (the ``run.json`` record, written by the runner and read back by indexes and
+sweeps), and what a sweep is made of: its runs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NotebookResult", "RunResult", "read_run", "shown_status"]
+__all__ = ["NotebookResult", "RunResult", "SweepResult", "read_run", "shown_status"]
 
 _REQUIRED = {"run_id": str, "status": str, "started": str, "parameters": dict, "notebooks": list, "metrics": dict}
 
@@ -75,6 +76,32 @@ class RunResult:
                      for n in data["notebooks"]]
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k not in ("run_dir", "notebooks")}
         return cls(**known, run_dir=run_dir, notebooks=notebooks)
+
+
+@dataclass
+class SweepResult:
+    """A sweep: its comparison page and one run per combination of values (and seed)."""
+
+    sweep_id: str
+    sweep_dir: Path
+    grid: dict[str, list[Any]]
+    runs: list[RunResult]
+    seeds: list[int] | None = None
+    definition: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # runs --resume found finished
+    status: str = "running"
+    launcher: str = "local"
+    slurm_jobs: list[str] = field(default_factory=list)  # the job arrays submitted for this sweep, oldest first
+
+    @property
+    def ok(self) -> bool:
+        """Whether every combination has a finished run."""
+        return all(r.ok for r in self.runs)
+
+    @property
+    def index(self) -> Path:
+        """The comparison page."""
+        return self.sweep_dir / "index.html"
 
 
 def _problem(data: Any) -> str | None:

@@ -15,7 +15,6 @@ import itertools
 import json
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,45 +22,19 @@ from ..errors import WorkbenchError
 from .files import OutputDir, check_out_path, claim_dir, locked, open_root
 from .params import Plan, plan
 from .pool import Task, mark_stopped, run_pool
-from .records import RunResult, read_run
+from .records import RunResult, SweepResult, read_run
 from .runner import Progress, RunInterrupted, check_id, default_id, execute, stop_on_signals
 from .sweeppage import save_sweep
 
 if TYPE_CHECKING:
     from ..config import SlurmConfig
 
-__all__ = ["LAUNCHERS", "SEED_PARAM", "SweepResult", "run_sweep"]
+__all__ = ["LAUNCHERS", "SEED_PARAM", "run_sweep"]
 
 LAUNCHERS = ("local", "slurm")
 
 SEED_PARAM = "seed"  # what --seeds sets in every notebook that declares it
 _LOCK = ".sweep.lock"
-
-
-@dataclass
-class SweepResult:
-    """A sweep: its comparison page and one run per combination of values (and seed)."""
-
-    sweep_id: str
-    sweep_dir: Path
-    grid: dict[str, list[Any]]
-    runs: list[RunResult]
-    seeds: list[int] | None = None
-    definition: dict[str, Any] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)  # runs --resume found finished
-    status: str = "running"
-    launcher: str = "local"
-    slurm_jobs: list[str] = field(default_factory=list)  # the job arrays submitted for this sweep, oldest first
-
-    @property
-    def ok(self) -> bool:
-        """Whether every combination has a finished run."""
-        return all(r.ok for r in self.runs)
-
-    @property
-    def index(self) -> Path:
-        """The comparison page."""
-        return self.sweep_dir / "index.html"
 
 
 def _key(combination: Mapping[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """A sweep's comparison page: mean ± 95% CI over seeds per combination, curves with bands, noise marked.
 
-Intervals are Student-t intervals over seeds (``workbench.stats.mean_ci``). A combination is
+Intervals are Student-t intervals over seeds (``workbench.evaluation.stats.mean_ci``). A combination is
 compared with the first one (the baseline): when their intervals overlap the difference is marked
 "within noise"; beside it, the paired difference over the seeds both ran, with its interval.
 """
@@ -11,7 +11,7 @@ import html
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .curves import band_figure, final_values, read_curves
 from .files import write_owned
@@ -19,10 +19,7 @@ from .gainplot import GainPoint, gain_figure, points_from_metrics
 from .markup import esc, grid_table, link, page, shown, status
 from .metrics import order_metrics
 from .pages import write_reports_index
-from .records import RunResult
-
-if TYPE_CHECKING:
-    from .sweep import SweepResult
+from .records import RunResult, SweepResult
 
 __all__ = ["Group", "compare_cell", "gain_points", "group_runs", "save_sweep", "summary_rows"]
 
@@ -49,7 +46,7 @@ class Group:
 
     def interval(self, metric: str) -> tuple[float, float, float] | None:
         """(mean, low, high) over seeds; None with fewer than two."""
-        from ..stats import mean_ci
+        from ..evaluation.stats import mean_ci
 
         vals = list(self.values.get(metric, {}).values())
         return mean_ci(vals) if len(vals) >= 2 else None
@@ -85,7 +82,7 @@ def compare_cell(group: Group, base: Group, metric: str) -> str:
             else '<span class="wb-differs">intervals apart</span>')
     shared = [s for s in vals if s in base.values.get(metric, {})]
     if len(shared) >= 2:
-        from ..stats import NO_DIFFERENCE, paired_difference
+        from ..evaluation.stats import NO_DIFFERENCE, paired_difference
 
         d = paired_difference([vals[s] for s in shared], [base.values[metric][s] for s in shared])
         words = NO_DIFFERENCE if d["verdict"] == NO_DIFFERENCE else "higher" if d["low"] > 0 else "lower"
