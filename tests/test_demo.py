@@ -50,4 +50,4 @@ def test_a_one_run_note_says_what_its_ci_covers_and_shows_the_recipes_spread(mon
 def test_the_committed_recipe_runs_read_gain_in_every_run_and_at_least_8_points():
     spread = demo.recipe_spread()
     assert spread["runs"] >= 6 and set(spread["precisions"]) == {"bf16", "fp32"}
-    assert spread["min"] > 0 and spread["mean"] >= 0.08 and spread["low"] > 0
+    assert spread["min"] >= 0.08 and spread["low"] > 0  # the bar: +8 points in every measured run
