@@ -1,4 +1,4 @@
-"""The `workbench` command line: one subcommand per step, flags generated from the config dataclasses."""
+"""The `workbench` command line: one subcommand per step; the flags of prepare, pretrain, heads and finetune come from config dataclasses."""
 
 from __future__ import annotations
 
