@@ -13,6 +13,8 @@ from workbench.data.examples import prepare_dataset
 from workbench.evaluation import finetuning as finetune_module
 from workbench.training.pretraining import pretrain
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def build_world(base: Path) -> dict[str, Path]:
     """In ``base``: a 10-document Wikipedia corpus, its prepared NSP data and a 2-step run with checkpoint-1 and -2."""
@@ -25,6 +27,24 @@ def build_world(base: Path) -> dict[str, Path]:
     pretrain(TrainConfig(data=str(data), out=str(run), preset="tiny", max_steps=2, batch_size=4, eval_every=0,
                          save_every=1, progress=False, seed=1))
     return {"base": base, "corpus": corpus, "data": data, "run": run, "cache": base / "cache"}
+
+
+def command_argv(command: str, world: dict[str, Path], out: Path, *extra: str, finetune_model: Path | None = None
+                 ) -> list[str]:
+    """The tiniest arguments of each command on ``world`` (finetune reads ``finetune_model``, default the run)."""
+    model = finetune_model or world["run"]
+    return {
+        "prepare": ["prepare", "--corpus", str(world["corpus"]), "--tokenizer", "builtin:minilm",
+                    "--max-seq-length", "32", "--dupe-factor", "1", "--validation-fraction", "0.25",
+                    "--cache-dir", str(world["cache"])],
+        "pretrain": ["pretrain", "--data", str(world["data"]), "--preset", "tiny", "--max-steps", "2",
+                     "--batch-size", "4", "--eval-every", "0", "--save-every", "0", "--seed", "1", "--no-progress"],
+        "heads": ["heads", "--model", str(world["run"]), "--corpus", str(world["corpus"]), "--num-segments", "4",
+                  "--max-seq-length", "32"],
+        "finetune": ["finetune", "--model", str(model), "--task", "builtin:rt-polarity", "--max-steps", "2",
+                     "--max-length", "32", "--batch-size", "8", "--no-progress"],
+        "report": ["report", "--notebooks-dir", str(ROOT / "notebooks"), "--notebooks", "01"],
+    }[command] + ["--out", str(out), *extra]
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import build_world
+from cli_runs import build_world, command_argv
 from cli_runs import no_work as _no_work
 from cli_runs import refused as _refused
 from cli_runs import run_cli as _run
@@ -59,18 +59,8 @@ def _train_cfg(data: Path, out: Path, **overrides) -> TrainConfig:
 
 
 def _argv(command: str, world: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    """The tiniest arguments of each command."""
-    return {
-        "prepare": ["prepare", "--corpus", str(world["corpus"]), "--tokenizer", "builtin:minilm",
-                    "--max-seq-length", "32", "--dupe-factor", "1", "--validation-fraction", "0.25",
-                    "--cache-dir", str(world["cache"])],
-        "pretrain": ["pretrain", "--data", str(world["data"]), "--preset", "tiny", "--max-steps", "2",
-                     "--batch-size", "4", "--eval-every", "0", "--save-every", "0", "--seed", "1", "--no-progress"],
-        "heads": ["heads", "--model", str(world["run"]), "--corpus", str(world["corpus"]), "--num-segments", "4",
-                  "--max-seq-length", "32"],
-        "finetune": ["finetune", "--model", str(world["run"]), "--task", "builtin:rt-polarity", "--max-steps", "2",
-                     "--max-length", "32", "--batch-size", "8", "--no-progress"],
-    }[command] + ["--out", str(out), *extra]
+    """The tiniest arguments of each command (finetune reads the run folder)."""
+    return command_argv(command, world, out, *extra)
 
 
 

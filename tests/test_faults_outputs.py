@@ -18,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from cli_runs import build_world
+from cli_runs import build_world, command_argv
 from cli_runs import no_work as _no_work
 from cli_runs import refused as _refused
 from cli_runs import run_cli as _run
@@ -41,19 +41,8 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
 
 def _argv(command: str, world: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    """The tiniest arguments of each command."""
-    return {
-        "prepare": ["prepare", "--corpus", str(world["corpus"]), "--tokenizer", "builtin:minilm",
-                    "--max-seq-length", "32", "--dupe-factor", "1", "--validation-fraction", "0.25",
-                    "--cache-dir", str(world["cache"])],
-        "pretrain": ["pretrain", "--data", str(world["data"]), "--preset", "tiny", "--max-steps", "2",
-                     "--batch-size", "4", "--eval-every", "0", "--save-every", "0", "--seed", "1", "--no-progress"],
-        "heads": ["heads", "--model", str(world["run"]), "--corpus", str(world["corpus"]), "--num-segments", "4",
-                  "--max-seq-length", "32"],
-        "finetune": ["finetune", "--model", str(world["run"] / "checkpoint-2"), "--task", "builtin:rt-polarity",
-                     "--max-steps", "2", "--max-length", "32", "--batch-size", "8", "--no-progress"],
-        "report": ["report", "--notebooks-dir", str(ROOT / "notebooks"), "--notebooks", "01"],
-    }[command] + ["--out", str(out), *extra]
+    """The tiniest arguments of each command (finetune reads checkpoint-2)."""
+    return command_argv(command, world, out, *extra, finetune_model=world["run"] / "checkpoint-2")
 
 
 
