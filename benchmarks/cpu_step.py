@@ -2,11 +2,12 @@
 
 For each preset (tiny, mini), sequence length and precision, a workbench pretraining run of
 ``--steps`` optimizer steps (after ``--warmup`` untimed ones; data, masking and the optimizer
-included) in each variant: ``eager`` (the default step) and ``compile`` (``TrainConfig.compile``:
-inductor on the encoder's dense blocks). Model FLOPs count what the loss needs
-(``pretrain_throughput.model_flops_per_token``); the peak is a square fp32 (or bf16) matmul on the
-same threads, measured in this run, so the fraction says how far the step is from what the CPU can
-multiply.
+included) in each variant: ``auto`` (the default step: ``resolve_attention``'s kernel, sdpa for
+fp32 from 128 tokens and eager matmul-softmax otherwise), ``eager``, ``sdpa`` (the two kernels
+forced) and ``compile`` (``TrainConfig.compile``: inductor on the encoder's dense blocks). Model
+FLOPs count what the loss needs (``pretrain_throughput.model_flops_per_token``); the peak is a
+square fp32 (or bf16) matmul on the same threads, measured in this run, so the fraction says how
+far the step is from what the CPU can multiply.
 
     python benchmarks/cpu_step.py                       # tiny and mini, seq 128 and 64, fp32
     python benchmarks/cpu_step.py --presets tiny --precisions fp32,bf16 --variants eager
@@ -37,7 +38,7 @@ from pretrain_throughput import model_flops_per_token  # noqa: E402
 __all__ = ["cpu_matmul_peak", "main", "step_seconds"]
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "cpu_step.json"
-VARIANTS = {"eager": {}, "compile": {"compile": True}, "sdpa": {"attention": "sdpa"}}
+VARIANTS = {"auto": {}, "eager": {"attention": "eager"}, "sdpa": {"attention": "sdpa"}, "compile": {"compile": True}}
 
 
 def cpu_matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 8) -> float:
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--presets", default="tiny,mini")
     p.add_argument("--seqs", default="128,64")
     p.add_argument("--precisions", default="fp32")
-    p.add_argument("--variants", default="eager,compile")
+    p.add_argument("--variants", default="auto,eager,sdpa", help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=8, help="untimed steps (compilation happens here)")

@@ -45,6 +45,7 @@ DEFAULT_OUT = HERE / "results" / "demo_recipe.json"
 # name -> (DataConfig overrides, TrainConfig overrides, MaskingConfig overrides, default steps)
 RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any], int]] = {
     "demo": ({}, {"lr": 2e-3}, {}, 1500),  # the demo until now: batch 64 x 128 tokens
+    "default": ({}, {}, {}, 3500),  # exactly `workbench pretrain`'s defaults: 3,500 x 64 x 128 tokens
     "seq64": ({"max_seq_length": 64}, {"lr": 2e-3}, {}, 3000),
     "seq64-lr3": ({"max_seq_length": 64}, {"lr": 3e-3}, {}, 3000),
     "seq64-b32": ({"max_seq_length": 64}, {"lr": 2e-3, "batch_size": 32}, {}, 5000),
