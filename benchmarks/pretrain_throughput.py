@@ -224,8 +224,7 @@ def run_benchmark(preset: str = "mini", batch_size: int = 32, steps: int = 60, s
     torch.manual_seed(seed)
     config = preset_config(preset, len(tokenizer), int(tokenizer.pad_token_id), dropout=0.0)
     baseline_model = BertForPreTraining(config)
-    # workbench's default (eager on CPU; sdpa for fp32 from 128 tokens), faster for both sides
-    attention = resolve_attention("auto", device, resolved, int(data.stats.get("max_seq_length", 0)))
+    attention = resolve_attention("auto", device)  # workbench's default, faster for both sides
     baseline_model.set_attn_implementation(attention)
     collator = NSPCollator(tokenizer, masking.mask_rate)
     args = TrainingArguments(

@@ -214,8 +214,8 @@ class TrainConfig(LoopConfig):
     adam_beta2: float = _help("AdamW beta2 (0.98 as RoBERTa: steadier at high learning rates).", 0.98)
     adam_eps: float = _help("AdamW epsilon.", 1e-6)
     schedule: str = _help("LR schedule: `linear` (warm-up then linear decay to 0) or `one_cycle` (cosine up, cosine down).", "linear")
-    attention: str = _help("Attention kernel: `auto` (sdpa on CUDA, where it runs fused flash kernels; on CPU sdpa for fp32 at "
-                           "128 tokens or more, eager matmul-softmax otherwise, whichever was faster), `sdpa` or `eager`.", "auto")
+    attention: str = _help("Attention kernel: `auto` (sdpa on CUDA, where it runs fused flash kernels; eager matmul-softmax on CPU, "
+                           "where sdpa's backward is slower), `sdpa` or `eager`.", "auto")
     save_every: int = _help("Checkpoint every this many steps (0 = at the end only).", 500)
     keep_checkpoints: int = _help("Keep the last this many checkpoints.", 2)
     keep_every: int = _help(

@@ -11,7 +11,6 @@ from transformers import BertForPreTraining
 from workbench.config import TrainConfig
 from workbench.errors import WorkbenchError
 from workbench.training.engine import (
-    SDPA_MIN_FP32_CPU_TOKENS,
     Engine,
     TrainingDiverged,
     autocast,
@@ -80,15 +79,9 @@ def test_precision_resolution():
 
 
 def test_attention_resolution():
-    cpu = torch.device("cpu")
-    assert resolve_attention("auto", cpu) == "eager"  # CPU flash backward is slower
+    assert resolve_attention("auto", torch.device("cpu")) == "eager"  # CPU flash backward is slower
     assert resolve_attention("auto", torch.device("cuda")) == "sdpa"
-    assert resolve_attention("sdpa", cpu) == "sdpa"
-    # fp32 on CPU: sdpa from 128 tokens (faster there, measured), eager below and in bf16 at any length
-    assert resolve_attention("auto", cpu, "fp32", SDPA_MIN_FP32_CPU_TOKENS) == "sdpa"
-    assert resolve_attention("auto", cpu, "fp32", SDPA_MIN_FP32_CPU_TOKENS - 1) == "eager"
-    assert resolve_attention("auto", cpu, "bf16", 512) == "eager"
-    assert resolve_attention("eager", cpu, "fp32", 512) == "eager"  # an explicit choice stands
+    assert resolve_attention("sdpa", torch.device("cpu")) == "sdpa"
     with pytest.raises(WorkbenchError, match="attention 'flash' is not one of auto, sdpa, eager"):
         TrainConfig(attention="flash")
 

@@ -77,13 +77,6 @@ def test_eager_and_sdpa_attention_train_alike(nsp_data, tmp_path):
     assert losses["eager"] == pytest.approx(losses["sdpa"], rel=1e-4)  # one kernel choice, the same maths
 
 
-def test_auto_attention_is_sdpa_for_fp32_at_128_tokens_on_cpu(nsp_data, tmp_path):
-    trainer = Pretrainer(_cfg(nsp_data, tmp_path / "auto", precision="fp32", max_steps=1))
-    assert trainer.data.stats["max_seq_length"] == 128
-    assert trainer.model.config._attn_implementation == "sdpa"  # measured faster there (benchmarks/cpu_step.py)
-    assert trainer.run_config["provenance"]["attention"] == "sdpa"  # and recorded as run
-
-
 # ------------------------------------------------------------------------------------ Python API
 def test_pretrain_api_logs_evaluates_checkpoints(nsp_data, tmp_path):
     seen: list[dict] = []

@@ -23,7 +23,6 @@ from ..errors import WorkbenchError
 from .allocator import retain_freed_memory
 
 __all__ = [
-    "SDPA_MIN_FP32_CPU_TOKENS",
     "Engine",
     "TrainingDiverged",
     "autocast",
@@ -65,24 +64,15 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-# From this many tokens an fp32 CPU step is faster with sdpa than with matmul-softmax (measured).
-SDPA_MIN_FP32_CPU_TOKENS = 128
-
-
-def resolve_attention(attention: str, device: torch.device, precision: str = "", seq_len: int = 0) -> str:
+def resolve_attention(attention: str, device: torch.device) -> str:
     """The transformers attention implementation for ``attention`` (auto|sdpa|eager) on ``device``.
 
-    auto: sdpa on CUDA (flash kernels). On CPU, for pretraining at ``precision`` fp32 with
-    ``seq_len`` >= 128, sdpa: its fused kernel skips the (B, A, T, T) probabilities, 1.11x a
-    tiny step and 1.27x a mini one at 128 tokens (benchmarks/cpu_step.py). Eager everywhere else
-    on CPU: at 64 tokens sdpa is 0.94-0.96x in fp32, and in bf16 torch's CPU flash backward is
-    slow (0.72-0.84x; 43 ms a BERT-Mini layer at seq 128 against 14 ms for matmul + softmax).
+    auto: sdpa on CUDA (flash kernels). On CPU eager: at seq 128 in bf16, torch's CPU flash
+    backward took 43 ms a layer of BERT-Mini (batch 32) against 14 ms for matmul + softmax.
     """
     if attention != "auto":
         return attention
-    if device.type != "cpu":
-        return "sdpa"
-    return "sdpa" if precision == "fp32" and seq_len >= SDPA_MIN_FP32_CPU_TOKENS else "eager"
+    return "eager" if device.type == "cpu" else "sdpa"
 
 
 def lr_multiplier(step: int, total: int, warmup: int, schedule: str) -> float:

@@ -172,7 +172,7 @@ class Pretrainer:
         self._start_trackers()
         # Model, optimizer and LR schedule on the engine.
         self.model = build_pretraining_model(cfg, self.data, self.objective, self.device,
-                                             self.folder.resume_from, self.is_main, self.precision)
+                                             self.folder.resume_from, self.is_main)
         self.raw_module = PretrainingModule(self.model)
         self.module = self.engine.prepare(
             self.raw_module, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.adam_beta1, cfg.adam_beta2),
@@ -215,8 +215,7 @@ class Pretrainer:
             "global_batch": self.global_batch,
             "precision": self.precision,
             "provenance": collect_provenance(
-                precision=self.precision, attention=resolve_attention(
-                    self.cfg.attention, self.device, self.precision, int(self.data.stats.get("max_seq_length", 0))),
+                precision=self.precision, attention=resolve_attention(self.cfg.attention, self.device),
                 num_processes=self.world, seed=self.cfg.seed, data_cache_key=cache_key),
         }
 

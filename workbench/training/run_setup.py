@@ -67,7 +67,7 @@ def majority_accuracy(labels: np.ndarray) -> float:
 
 
 def build_pretraining_model(cfg: TrainConfig, data: PretrainingData, objective: str, device: torch.device,
-                            resume_from: Path | None, verbose: bool, precision: str = "") -> BertForPreTraining:
+                            resume_from: Path | None, verbose: bool) -> BertForPreTraining:
     """The model to train: loaded from ``resume_from``, or built from ``cfg.preset``/``cfg.init``."""
     if resume_from is not None:
         with quiet_transformers():
@@ -75,9 +75,9 @@ def build_pretraining_model(cfg: TrainConfig, data: PretrainingData, objective: 
                                                        dtype=torch.float32)
     else:
         model = build_model(cfg.preset, data.tokenizer, cfg.init or None, dropout=cfg.dropout, verbose=verbose)
+    model.set_attn_implementation(resolve_attention(cfg.attention, device))
     limit = model.config.max_position_embeddings
     longest = int(data.stats.get("max_seq_length", 0))
-    model.set_attn_implementation(resolve_attention(cfg.attention, device, precision, longest))
     if longest > limit:
         raise WorkbenchError(
             f"the data has sequences of {longest} tokens but the model has {limit} positions; "
