@@ -107,7 +107,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key in dict.fromkeys((r["recipe"], r["precision"], r["steps"]) for r in rows):
         part = [r for r in rows if (r["recipe"], r["precision"], r["steps"]) == key]
         gains = [r["gain"]["mean"] for r in part]
-        mean, low, high = mean_ci(gains) if len(gains) >= 2 else (gains[0], float("nan"), float("nan"))
+        mean, low, high = mean_ci(gains)  # one run: (gain, nan, nan)
         out.append({"recipe": key[0], "precision": key[1], "steps": key[2], "runs": len(part),
                     "gain_mean": mean, "gain_low": low, "gain_high": high,
                     "runs_with_gain": sum(r["gain"]["verdict"] == "gain" for r in part),

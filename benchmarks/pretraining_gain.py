@@ -52,6 +52,7 @@ from workbench.evaluation.splits import TaskData, stratified_sample
 from workbench.evaluation.stats import describe_difference, mean_ci, verdict
 from workbench.evaluation.tasks import load_task
 from workbench.training.checkpoint import write_json_atomic
+from workbench.training.runfolder import EVAL_FILE
 
 __all__ = ["PARTS", "ensure_checkpoint", "flattening", "main", "part_task", "print_table"]
 
@@ -67,17 +68,13 @@ PARTS: dict[str, tuple[str, tuple[str, str] | None]] = {
 }
 
 
-def ensure_checkpoint(part: str, given: str, seed: int, args: argparse.Namespace) -> str:
-    """One checkpoint of the part: ``given``, or pretrained here at ``seed`` (the default run for a, MLM self-pretraining else)."""
-    if given:
-        if not Path(given).exists():
-            raise SystemExit(f"error: --checkpoint-{part} {given} does not exist; pass a run dir or leave it out")
-        return given
+def ensure_checkpoint(part: str, seed: int, args: argparse.Namespace) -> str:
+    """The part's checkpoint pretrained here at ``seed`` (the default run for a, MLM self-pretraining else)."""
     from workbench.data.examples import prepare_dataset
     from workbench.training.pretraining import pretrain
 
     out = args.work / f"{part}-pretrain-s{seed}"
-    if (out / "eval.json").is_file():
+    if (out / EVAL_FILE).is_file():
         return str(out)  # trained by an earlier run of this benchmark
     source = PARTS[part][1]
     if source is None:
@@ -97,9 +94,9 @@ def ensure_checkpoint(part: str, given: str, seed: int, args: argparse.Namespace
 def ensure_checkpoints(part: str, args: argparse.Namespace) -> list[str]:
     """The part's checkpoints, one per pretraining run: ``--checkpoint-X`` (comma list) or one per ``--pretrain-seeds``."""
     given = [c for c in getattr(args, f"checkpoint_{part}").split(",") if c.strip()]
-    if given:
-        return [ensure_checkpoint(part, c, 0, args) for c in given]
-    return [ensure_checkpoint(part, "", seed, args) for seed in args.pretrain_seeds]
+    if missing := [c for c in given if not Path(c).exists()]:
+        raise SystemExit(f"error: --checkpoint-{part} {', '.join(missing)} does not exist; pass run dirs or leave it out")
+    return given or [ensure_checkpoint(part, seed, args) for seed in args.pretrain_seeds]
 
 
 def _shape_files(ckpt: str) -> dict[str, bytes]:
@@ -147,7 +144,7 @@ def flattening(runs: pd.DataFrame, init: str) -> dict[str, Any]:
 
 
 def _eval_of(ckpt: str) -> dict[str, Any] | None:
-    eval_file = Path(ckpt) / "eval.json"
+    eval_file = Path(ckpt) / EVAL_FILE
     return json.loads(eval_file.read_text()) if eval_file.is_file() else None
 
 
@@ -164,7 +161,7 @@ def recipe_gains(summary: pd.DataFrame, ckpts: list[str]) -> list[dict[str, Any]
     for n in sorted(set(summary["n_train"])):
         rows = summary[summary["init"].isin(ckpts) & (summary["n_train"] == n) & (summary["baseline"] != "")]
         gains = [float(g) for g in rows["gain"]]
-        mean, low, high = mean_ci(gains) if len(gains) >= 2 else (gains[0] if gains else math.nan, math.nan, math.nan)
+        mean, low, high = mean_ci(gains)  # one run: (gain, nan, nan)
         out.append({"n_train": int(n), "pretraining_runs": len(gains), "gains": gains,
                     "run_verdicts": list(rows["verdict"]), "mean": mean, "low": low, "high": high, "n": len(gains),
                     "confidence": 0.95, "verdict": verdict(low, high) if len(gains) >= 2 else "one run"})

@@ -110,18 +110,19 @@ def test_collect_removes_padding_and_keeps_order(minilm) -> None:
         np.testing.assert_allclose(att, alone.attentions, atol=1e-5)
 
 
+def _small_config(tokenizer, layers: int):
+    """A random BERT shape small enough for a test: hidden 32, 2 heads, ``layers`` layers."""
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers,
+                      num_attention_heads=2, intermediate_size=64)
+
+
 def test_sdpa_model_is_refused(minilm) -> None:
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
     _, tokenizer = minilm
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
-    model = BertModel(config, add_pooling_layer=False).eval()
+    model = BertModel(_small_config(tokenizer, layers=1), add_pooling_layer=False).eval()
     model.set_attn_implementation("sdpa")
     with pytest.raises(WorkbenchError, match="eager"):
         get_attentions(model, tokenizer, "hello")
@@ -257,18 +258,11 @@ def test_silence_heads(minilm) -> None:
 
 
 def test_head_importance_tiny_mlm(minilm, segments) -> None:
-    from transformers import BertConfig, BertForMaskedLM
+    from transformers import BertForMaskedLM
 
     _, tokenizer = minilm
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
-    model = BertForMaskedLM(config).eval()
+    model = BertForMaskedLM(_small_config(tokenizer, layers=2)).eval()
     texts = [s if isinstance(s, str) else s[0] for s in segments[:8]]
     enc = tokenizer(texts, truncation=True, max_length=64, padding=True, return_tensors="pt")
     gen = torch.Generator().manual_seed(0)
